@@ -1,0 +1,1 @@
+"""The `millstream` command line: serve a broker, manage topics, produce and consume."""

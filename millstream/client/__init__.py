@@ -1,0 +1,1 @@
+"""Python client for Millstream: producer, consumer and admin, async and sync."""

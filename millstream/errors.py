@@ -1,0 +1,125 @@
+"""The one error hierarchy of Millstream, shared by the broker, the client and the CLI.
+
+Every failure a user can cause or see is a subclass of :class:`MillstreamError` carrying a
+stable, machine-readable ``code`` (snake_case, never renamed once released). Storage raises
+these errors; the HTTP layer maps codes to statuses at the edge (``broker/http/errors.py``);
+the client turns the JSON error it receives back into the same class with :func:`for_code`.
+No class here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class MillstreamError(Exception):
+    """Root of every Millstream error. ``code`` is the stable identifier sent over the wire."""
+
+    code: ClassVar[str] = "internal_error"
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+
+
+class InvalidRequest(MillstreamError):
+    """The request is well-formed HTTP but its content is wrong (types, missing fields...)."""
+
+    code = "invalid_request"
+
+
+class MalformedJson(InvalidRequest):
+    code = "malformed_json"
+
+
+class InvalidTopicName(InvalidRequest):
+    code = "invalid_topic_name"
+
+
+class InvalidConfig(InvalidRequest):
+    code = "invalid_config"
+
+
+class InvalidPartitions(InvalidRequest):
+    """A partition count that is not a positive integer, or that would shrink a topic."""
+
+    code = "invalid_partitions"
+
+
+class InvalidOffset(InvalidRequest):
+    code = "invalid_offset"
+
+
+class CorruptBatch(InvalidRequest):
+    """A record batch whose CRC, magic, lengths or record framing do not check out."""
+
+    code = "corrupt_batch"
+
+
+class RecordTooLarge(InvalidRequest):
+    code = "record_too_large"
+
+
+class BodyTooLarge(InvalidRequest):
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    code = "unsupported_media_type"
+
+
+class NotFound(MillstreamError):
+    code = "not_found"
+
+
+class UnknownTopic(NotFound):
+    code = "unknown_topic"
+
+
+class UnknownPartition(NotFound):
+    code = "unknown_partition"
+
+
+class TopicExists(MillstreamError):
+    code = "topic_exists"
+
+
+class OffsetOutOfRange(MillstreamError):
+    """A fetch at an offset below the log start or above the log end."""
+
+    code = "offset_out_of_range"
+
+
+class StorageError(MillstreamError):
+    """The disk failed under us (ENOSPC, EIO...). Nothing was acknowledged."""
+
+    code = "storage_error"
+    retriable = True
+
+
+class BrokerUnavailable(MillstreamError):
+    """The client could not reach a broker, or the broker is shutting down."""
+
+    code = "broker_unavailable"
+    retriable = True
+
+
+class RequestTimedOut(MillstreamError):
+    code = "request_timed_out"
+    retriable = True
+
+
+def _registry() -> dict[str, type[MillstreamError]]:
+    found: dict[str, type[MillstreamError]] = {}
+    pending: list[type[MillstreamError]] = [MillstreamError]
+    while pending:
+        cls = pending.pop()
+        found[cls.code] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def for_code(code: str) -> type[MillstreamError]:
+    """The error class for a wire code; unknown codes (from a newer broker) map to the root."""
+    return _registry().get(code, MillstreamError)
