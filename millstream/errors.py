@@ -69,6 +69,10 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class MethodNotAllowed(InvalidRequest):
+    code = "method_not_allowed"
+
+
 class NotFound(MillstreamError):
     code = "not_found"
 

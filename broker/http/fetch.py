@@ -1,0 +1,168 @@
+"""Fetch routes: read a partition by offset as JSON, as raw batches, or as a stream; look offsets up.
+
+One handler serves the three representations of ``GET .../records`` by Accept header:
+JSON by default (long-polling up to ``wait_ms``), raw RecordBatch v2 bytes for clients that
+decode themselves (the log's bytes, untouched), and NDJSON or server-sent events that follow
+the log as it grows until the client goes away, ``max_records`` is reached or the broker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+from aiohttp import web
+
+from millstream import errors
+from millstream.broker.http.json_records import render_record
+from millstream.broker.http.keys import LOGS, METRICS, SETTINGS, STOPPING
+from millstream.broker.http.params import int_param, partition_param, wants
+from millstream.broker.http.produce import BATCH_MEDIA_TYPE
+from millstream.broker.storage.partition_log import PartitionLog
+from millstream.records import Record, decode_batch, iter_batches
+
+routes = web.RouteTableDef()
+
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+NEXT_OFFSET_HEADER = "Millstream-Next-Offset"
+HIGH_WATERMARK_HEADER = "Millstream-High-Watermark"
+
+
+def _records_from(data: bytes, offset: int) -> Iterator[Record]:
+    for info in iter_batches(data):
+        for record in decode_batch(data, info.position):
+            if record.offset >= offset:
+                yield record
+
+
+async def _read_when_ready(
+    request: web.Request, log: PartitionLog, offset: int, max_bytes: int, wait_ms: int
+) -> bytes:
+    data = log.read(offset, max_bytes)
+    stopping = request.app[STOPPING]
+    if not data and wait_ms > 0 and not stopping.is_set():
+        # Whichever comes first: new data, the deadline, or the broker shutting down.
+        waiters = {
+            asyncio.ensure_future(log.wait_for_data(offset, wait_ms / 1000)),
+            asyncio.ensure_future(stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        data = log.read(offset, max_bytes)
+    return data
+
+
+@routes.get("/v1/topics/{topic}/partitions/{partition}/records")
+async def fetch_records(request: web.Request) -> web.StreamResponse:
+    topic = request.match_info["topic"]
+    log = request.app[LOGS].log(topic, partition_param(request))
+    settings = request.app[SETTINGS]
+    offset = int_param(request, "offset", log.log_start_offset, minimum=0)
+    max_bytes = int_param(
+        request, "max_bytes", settings.default_fetch_bytes, minimum=1, maximum=64 * 1024 * 1024
+    )
+    max_records = int_param(request, "max_records", 500, minimum=1, maximum=1_000_000)
+    wait_ms = int_param(request, "wait_ms", 0, minimum=0, maximum=settings.max_wait_ms)
+    base64_only = _base64_only(request)
+    if wants(request, NDJSON) or wants(request, SSE):
+        limit = int_param(request, "max_records", 0, minimum=0)
+        return await _stream(request, log, offset, max_bytes, limit, base64_only)
+
+    data = await _read_when_ready(request, log, offset, max_bytes, wait_ms)
+    if wants(request, BATCH_MEDIA_TYPE):
+        next_offset = offset
+        for info in iter_batches(data):
+            next_offset = info.last_offset + 1
+        request.app[METRICS].records_out(topic, next_offset - offset, len(data))
+        headers = {
+            NEXT_OFFSET_HEADER: str(next_offset),
+            HIGH_WATERMARK_HEADER: str(log.high_watermark),
+        }
+        return web.Response(body=data, content_type=BATCH_MEDIA_TYPE, headers=headers)
+
+    rendered = []
+    next_offset = offset
+    for record in _records_from(data, offset):
+        if len(rendered) == max_records:
+            break
+        rendered.append(render_record(record, base64_only))
+        next_offset = record.offset + 1
+    request.app[METRICS].records_out(topic, len(rendered), len(data))
+    return web.json_response(
+        {"records": rendered, "next_offset": next_offset, "high_watermark": log.high_watermark}
+    )
+
+
+def _base64_only(request: web.Request) -> bool:
+    encoding = request.query.get("encoding", "auto")
+    if encoding not in ("auto", "base64"):
+        raise errors.InvalidRequest(f"encoding must be auto or base64, got {encoding!r}")
+    return encoding == "base64"
+
+
+async def _stream(
+    request: web.Request,
+    log: PartitionLog,
+    offset: int,
+    max_bytes: int,
+    limit: int,
+    base64_only: bool,
+) -> web.StreamResponse:
+    # Check the offset now, while a clean 416 can still be sent instead of a broken stream.
+    log.read(offset, 1)
+    sse = wants(request, SSE)
+    response = web.StreamResponse(headers={"Content-Type": SSE if sse else NDJSON})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    stopping = request.app[STOPPING]
+    topic = request.match_info["topic"]
+    sent = 0
+    try:
+        while not stopping.is_set() and (limit == 0 or sent < limit) and _connected(request):
+            data = await _read_when_ready(request, log, offset, max_bytes, wait_ms=1_000)
+            if not data:
+                if sse:  # a comment line keeps proxies from closing an idle stream
+                    await response.write(b": idle\n\n")
+                continue
+            lines = []
+            for record in _records_from(data, offset):
+                if limit and sent == limit:
+                    break
+                line = json.dumps(render_record(record, base64_only))
+                lines.append(f"id: {record.offset}\ndata: {line}\n\n" if sse else line + "\n")
+                offset = record.offset + 1
+                sent += 1
+            request.app[METRICS].records_out(topic, len(lines), len(data))
+            await response.write("".join(lines).encode())
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away; there is nothing left to finish
+    return response
+
+
+def _connected(request: web.Request) -> bool:
+    return request.transport is not None and not request.transport.is_closing()
+
+
+@routes.get("/v1/topics/{topic}/partitions/{partition}/offsets")
+async def lookup_offset(request: web.Request) -> web.Response:
+    log = request.app[LOGS].log(request.match_info["topic"], partition_param(request))
+    at = request.query.get("at", "latest")
+    if at == "earliest":
+        offset = log.log_start_offset
+    elif at == "latest":
+        offset = log.high_watermark
+    else:
+        try:
+            timestamp = int(at)
+        except ValueError:
+            raise errors.InvalidRequest(
+                f"at must be earliest, latest or a timestamp in epoch ms, got {at!r}"
+            ) from None
+        offset = log.offset_for_timestamp(timestamp)
+    return web.json_response({"partition": log.partition, "offset": offset})

@@ -1,0 +1,143 @@
+"""Records as JSON: parse what people POST into record batches, and render batches as JSON.
+
+Used by the produce and fetch handlers. A string key or value is stored as its UTF-8 bytes and
+read back as the same string; binary data travels base64 in fields of its own (``key_base64``,
+``value_base64``). Parsing checks every record before anything is built, so a request with one
+bad record is refused whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from millstream import errors
+from millstream.records import Record
+
+MAX_RECORDS_PER_REQUEST = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    partition: int | None
+    timestamp: int | None
+
+
+def parse_produce_body(body: Any) -> list[IncomingRecord]:
+    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        raise errors.InvalidRequest('body must be an object with a "records" array')
+    items = body["records"]
+    if not items:
+        raise errors.InvalidRequest('"records" must not be empty')
+    if len(items) > MAX_RECORDS_PER_REQUEST:
+        raise errors.InvalidRequest(f"at most {MAX_RECORDS_PER_REQUEST} records per request")
+    return [_parse_record(i, item) for i, item in enumerate(items)]
+
+
+_RECORD_FIELDS = frozenset(
+    {"key", "key_base64", "value", "value_base64", "headers", "partition", "timestamp"}
+)
+
+
+def _parse_record(index: int, item: Any) -> IncomingRecord:
+    where = f"records[{index}]"
+    if not isinstance(item, dict):
+        raise errors.InvalidRequest(f"{where} must be an object")
+    unknown = set(item) - _RECORD_FIELDS
+    if unknown:
+        raise errors.InvalidRequest(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+    if "value" not in item and "value_base64" not in item:
+        raise errors.InvalidRequest(f'{where} needs "value" (string or null) or "value_base64"')
+    return IncomingRecord(
+        key=_bytes_field(item, "key", where),
+        value=_bytes_field(item, "value", where),
+        headers=_parse_headers(item.get("headers"), where),
+        partition=_optional_int(item, "partition", where, minimum=0),
+        timestamp=_optional_int(item, "timestamp", where, minimum=0),
+    )
+
+
+def _bytes_field(item: dict[str, Any], name: str, where: str) -> bytes | None:
+    text, encoded = item.get(name), item.get(name + "_base64")
+    if text is not None and encoded is not None:
+        raise errors.InvalidRequest(f"{where} has both {name!r} and {name + '_base64'!r}")
+    if encoded is not None:
+        if not isinstance(encoded, str):
+            raise errors.InvalidRequest(f"{where}.{name}_base64 must be a base64 string")
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise errors.InvalidRequest(f"{where}.{name}_base64 is not valid base64") from None
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise errors.InvalidRequest(
+            f"{where}.{name} must be a string or null (JSON-encode structured data; "
+            f"send binary as {name}_base64)"
+        )
+    return text.encode()
+
+
+def _optional_int(item: dict[str, Any], name: str, where: str, minimum: int) -> int | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise errors.InvalidRequest(f"{where}.{name} must be an integer >= {minimum}")
+    return value
+
+
+def _parse_headers(raw: Any, where: str) -> tuple[tuple[str, bytes | None], ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):  # the short form: {"name": "value"}
+        raw = [{"key": k, "value": v} for k, v in raw.items()]
+    if not isinstance(raw, list):
+        raise errors.InvalidRequest(f"{where}.headers must be an array of {{key, value}} objects")
+    headers = []
+    for i, header in enumerate(raw):
+        at = f"{where}.headers[{i}]"
+        if not isinstance(header, dict) or not isinstance(header.get("key"), str):
+            raise errors.InvalidRequest(f"{at} must be an object with a string key")
+        headers.append((header["key"], _bytes_field(header, "value", at)))
+    return tuple(headers)
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _render_bytes(out: dict[str, Any], name: str, data: bytes | None, base64_only: bool) -> None:
+    if data is None:
+        out[name] = None
+        return
+    if not base64_only:
+        try:
+            out[name] = data.decode()
+            return
+        except UnicodeDecodeError:
+            pass
+    out[name] = None
+    out[name + "_base64"] = base64.b64encode(data).decode()
+
+
+def render_record(record: Record, base64_only: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"offset": record.offset, "timestamp": record.timestamp}
+    _render_bytes(out, "key", record.key, base64_only)
+    _render_bytes(out, "value", record.value, base64_only)
+    headers = []
+    for key, value in record.headers:
+        header: dict[str, Any] = {"key": key}
+        _render_bytes(header, "value", value, base64_only)
+        headers.append(header)
+    out["headers"] = headers
+    return out
+
+
+def render_records(records: Iterable[Record], base64_only: bool = False) -> list[dict[str, Any]]:
+    return [render_record(r, base64_only) for r in records]

@@ -1,0 +1,103 @@
+"""The broker process: open the data directory, serve HTTP, keep house, shut down cleanly.
+
+Called by ``millstream serve`` (and so by tests, which start real processes). Start-up order:
+recover every log, then listen, then report the address on stdout; shutdown order: refuse new
+work and report not-ready, let in-flight requests finish, then fsync and close every log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from millstream.broker.http.app import make_app
+from millstream.broker.http.keys import STOPPING, HttpSettings
+from millstream.broker.http.metrics import BrokerMetrics
+from millstream.broker.storage.config import TopicConfig
+from millstream.broker.storage.log_manager import LogManager
+
+log = logging.getLogger("millstream.broker")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 9092
+    # How often closed segments are checked for retention and active ones for age.
+    housekeeping_interval_s: float = 30.0
+    # Grace for in-flight requests at shutdown; long polls are ended at once.
+    shutdown_timeout_s: float = 10.0
+    topic_defaults: TopicConfig = field(default_factory=TopicConfig)
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+
+async def _housekeeping(logs: LogManager, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        now = time.time_ns() // 1_000_000
+        try:
+            logs.maybe_roll(now)
+            deleted = logs.enforce_retention(now)
+            if deleted:
+                log.info("retention removed %d segment(s)", deleted)
+        except Exception:  # keep the broker serving; the next round tries again
+            log.exception("housekeeping failed")
+
+
+async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
+    """Run a broker until ``stop`` is set."""
+    started = time.monotonic()
+    logs = LogManager(settings.data_dir, settings.topic_defaults)
+    logs.open()
+    metrics = BrokerMetrics()
+    metrics.watch_logs(logs)
+    app = make_app(logs, metrics, settings.http)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(
+        f"millstream broker listening on http://{host}:{port} "
+        f"(data dir: {settings.data_dir.resolve()})",
+        flush=True,
+    )
+    log.info("ready in %.2fs, %d topic(s)", time.monotonic() - started, len(logs.topic_names()))
+    housekeeping = asyncio.create_task(_housekeeping(logs, settings.housekeeping_interval_s))
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        app[STOPPING].set()
+        housekeeping.cancel()
+        await runner.cleanup()
+        await logs.close()
+        log.info("stopped; all logs flushed")
+
+
+def run(settings: BrokerSettings) -> None:
+    """Serve until SIGINT or SIGTERM. Blocks."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with the test tools, lint, type-check and run the whole suite.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k records -x`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+.venv/bin/ruff check millstream broker tests bench
+.venv/bin/ruff format --check millstream broker tests bench
+
+echo "== mypy"
+# mypy cannot follow setuptools' package-dir mapping, so it reads a symlinked view of it.
+view=$(mktemp -d)
+trap 'rm -rf "$view"' EXIT
+mkdir "$view/millstream"
+for entry in millstream/*; do ln -s "$PWD/$entry" "$view/$entry"; done
+ln -s "$PWD/broker" "$view/millstream/broker"
+(cd "$view" && "$OLDPWD/.venv/bin/mypy" --config-file "$OLDPWD/pyproject.toml" -p millstream)
+
+echo "== pytest"
+.venv/bin/pytest "$@"
