@@ -35,7 +35,6 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from crc32c import crc32c
@@ -63,8 +62,9 @@ _BASE_OFFSET = struct.Struct(">q")
 Headers = Sequence[tuple[str, bytes | None]]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: consumers build millions of these a
+    # second, and a tuple is created about twice as fast.
     offset: int
     timestamp: int
     key: bytes | None
@@ -324,40 +324,76 @@ def iter_batches(buf: bytes | memoryview) -> Iterator[BatchInfo]:
 
 
 def decode_batch(buf: bytes | memoryview, position: int = 0) -> list[Record]:
-    """The records of the (already checked) batch at ``position``."""
+    """The records of the (already checked) batch at ``position``.
+
+    This is the consumer's hot loop, so the common one-byte varints are decoded inline and
+    everything else falls back to :func:`decode_varint`.
+    """
     (base_offset, length, _e, _m, _c, attributes, _d, base_ts, _mt, _p, _pe, _s, count) = (
         HEADER.unpack_from(buf, position)
     )
     end = position + length + LOG_OVERHEAD
     data = _records_bytes(buf, position, end, attributes)
-    records = []
+    records: list[Record] = []
+    append = records.append
+    varint = decode_varint
     pos = 0
-    for _ in range(count):
-        rec_len, pos = decode_varint(data, pos)
-        rec_end = pos + rec_len
-        pos += 1  # record attributes: unused in v2
-        ts_delta, pos = decode_varint(data, pos)
-        offset_delta, pos = decode_varint(data, pos)
-        key, pos = _read_bytes(data, pos)
-        value, pos = _read_bytes(data, pos)
-        n_headers, pos = decode_varint(data, pos)
-        headers = []
-        for _h in range(n_headers):
-            raw_key, pos = _read_bytes(data, pos)
-            hvalue, pos = _read_bytes(data, pos)
-            headers.append(((raw_key or b"").decode("utf-8", "replace"), hvalue))
-        if pos != rec_end:
-            raise CorruptBatch("record length does not match its fields")
-        records.append(
-            Record(base_offset + offset_delta, base_ts + ts_delta, key, value, tuple(headers))
-        )
+    try:
+        for _ in range(count):
+            rec_len, pos = varint(data, pos)
+            rec_end = pos + rec_len
+            b = data[pos + 1]  # skip the record's attributes byte: unused in v2
+            if b < 0x80:
+                ts_delta = (b >> 1) ^ -(b & 1)
+                pos += 2
+            else:
+                ts_delta, pos = varint(data, pos + 1)
+            b = data[pos]
+            if b < 0x80:
+                offset_delta = b >> 1
+                pos += 1
+            else:
+                offset_delta, pos = varint(data, pos)
+            key, pos = _read_bytes(data, pos)
+            value, pos = _read_bytes(data, pos)
+            if data[pos] == 0:
+                headers: tuple[tuple[str, bytes | None], ...] = ()
+                pos += 1
+            else:
+                headers, pos = _read_headers(data, pos)
+            if pos != rec_end:
+                raise CorruptBatch("record length does not match its fields")
+            append(Record(base_offset + offset_delta, base_ts + ts_delta, key, value, headers))
+    except IndexError:
+        raise CorruptBatch("record runs past the end of its batch") from None
     return records
 
 
+def _read_headers(data: bytes, pos: int) -> tuple[tuple[tuple[str, bytes | None], ...], int]:
+    count, pos = decode_varint(data, pos)
+    headers = []
+    for _ in range(count):
+        raw_key, pos = _read_bytes(data, pos)
+        value, pos = _read_bytes(data, pos)
+        headers.append(((raw_key or b"").decode("utf-8", "replace"), value))
+    return tuple(headers), pos
+
+
 def _read_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
-    n, pos = decode_varint(data, pos)
-    if n < 0:
-        return None, pos
+    b = data[pos]
+    if b < 0x80:  # lengths below 64 take one byte; odd means negative, and only -1 (null) is
+        if b & 1:
+            if b == 1:
+                return None, pos + 1
+            raise CorruptBatch(f"negative field length {-((b + 1) >> 1)}")
+        n = b >> 1
+        pos += 1
+    else:
+        n, pos = decode_varint(data, pos)
+        if n < 0:
+            if n == -1:
+                return None, pos
+            raise CorruptBatch(f"negative field length {n}")
     end = pos + n
     if end > len(data):
         raise CorruptBatch("record field runs past the end of its batch")

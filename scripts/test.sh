@@ -19,5 +19,8 @@ for entry in millstream/*; do ln -s "$PWD/$entry" "$view/$entry"; done
 ln -s "$PWD/broker" "$view/millstream/broker"
 (cd "$view" && "$OLDPWD/.venv/bin/mypy" --config-file "$OLDPWD/pyproject.toml" -p millstream)
 
+echo "== import-linter (layers)"
+(cd "$view" && PYTHONPATH="$view" "$OLDPWD/.venv/bin/lint-imports" --config "$OLDPWD/.importlinter")
+
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -1,0 +1,226 @@
+"""HTTP to one broker: one aiohttp session, JSON and raw-batch requests, errors as types.
+
+Used by :mod:`~millstream.client.admin`, :mod:`~millstream.client.producer` and
+:mod:`~millstream.client.consumer`; nothing above this module sees aiohttp. Every failure
+leaves here as a :class:`~millstream.errors.MillstreamError`: the broker's JSON error becomes
+the class of its ``code`` (:func:`~millstream.errors.for_code`), a refused or dropped
+connection becomes ``BrokerUnavailable`` and a request that outlives its timeout becomes
+``RequestTimedOut``; both are retriable, which is what the producer's and consumer's retry
+loops look at. Retrying is theirs to decide, with one exception: a GET is tried a second time
+when a pooled keep-alive connection turns out to have been closed by the broker (a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from millstream import errors
+from millstream.client.models import DEFAULT_URL
+
+BATCH_MEDIA_TYPE: Final = "application/vnd.kafka.record-batch"
+NEXT_OFFSET_HEADER: Final = "Millstream-Next-Offset"
+HIGH_WATERMARK_HEADER: Final = "Millstream-High-Watermark"
+
+Params = Mapping[str, str | int]
+
+# When the error body is not ours (a proxy, an old broker), the status still says something.
+_CODE_FOR_STATUS: Final = {
+    404: errors.NotFound.code,
+    409: errors.TopicExists.code,
+    413: errors.BodyTooLarge.code,
+    415: errors.UnsupportedMediaType.code,
+    416: errors.OffsetOutOfRange.code,
+    502: errors.BrokerUnavailable.code,
+    503: errors.BrokerUnavailable.code,
+    504: errors.RequestTimedOut.code,
+}
+
+
+def topic_path(topic: str, *rest: str | int) -> str:
+    """``/v1/topics/<topic>/...`` with the topic name escaped for a path segment."""
+    return "/".join(("/v1/topics", quote(topic, safe=""), *map(str, rest)))
+
+
+def error_from_response(status: int, body: bytes) -> errors.MillstreamError:
+    """The error a non-2xx response stands for."""
+    try:
+        detail = json.loads(body)["error"]
+        code, message = str(detail["code"]), str(detail["message"])
+    except (ValueError, KeyError, TypeError):
+        if 400 <= status < 500:
+            code = _CODE_FOR_STATUS.get(status, errors.InvalidRequest.code)
+        else:
+            code = _CODE_FOR_STATUS.get(status, errors.MillstreamError.code)
+        text = body[:200].decode("utf-8", "replace").strip()
+        message = f"HTTP {status}" + (f": {text}" if text else "")
+    return errors.for_code(code)(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: CIMultiDictProxy[str]
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise errors.MillstreamError(f"the broker sent invalid JSON: {exc}") from None
+
+
+class Transport:
+    """One broker's base URL and a pooled aiohttp session, opened on first use.
+
+    Not thread-safe: use it from the event loop it was first used on. Clients share one when
+    given it (``Producer(transport)``); whoever created it closes it.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout_s: float = 30.0,
+        connections: int = 100,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise errors.InvalidRequest(f"broker URL must start with http:// or https://: {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0)
+            # The broker's JSON is read with json.loads; aiohttp's own decoding is not used.
+            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Reply:
+        """Send one request; a non-2xx answer is raised as the error it carries."""
+        url = self.url + path
+        limit = aiohttp.ClientTimeout(total=timeout_s if timeout_s is not None else self.timeout_s)
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        for attempt in (1, 2):
+            try:
+                async with self._open().request(
+                    method, url, params=params, data=data, headers=headers, timeout=limit
+                ) as resp:
+                    body = await resp.read()
+                    if resp.status >= 300:
+                        raise error_from_response(resp.status, body)
+                    return Reply(resp.status, body, resp.headers)
+            except aiohttp.ServerDisconnectedError as exc:
+                # A keep-alive connection the broker closed while idle: one fresh try is safe
+                # for a read. A write may have been applied, so its caller decides.
+                if method == "GET" and attempt == 1:
+                    continue
+                raise self._unavailable(exc) from None
+            except TimeoutError:  # before the next clause: aiohttp's timeouts are both
+                raise errors.RequestTimedOut(
+                    f"no answer from {self.url} to {method} {path} within {limit.total:g}s"
+                ) from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise self._unavailable(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unavailable(self, exc: BaseException) -> errors.BrokerUnavailable:
+        reason = str(exc) or type(exc).__name__
+        return errors.BrokerUnavailable(f"cannot reach the broker at {self.url}: {reason}")
+
+    async def call_json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Params | None = None,
+    ) -> Any:
+        """A JSON request; the decoded JSON answer (None for 204 No Content)."""
+        reply = await self.request(method, path, params=params, json_body=body)
+        return None if reply.status == 204 or not reply.body else reply.json()
+
+    async def post_batches(
+        self, topic: str, partition: int, data: bytes, *, acks: str, timeout_s: float
+    ) -> tuple[int, int]:
+        """Append raw batches to a partition; returns (base offset, last offset)."""
+        reply = await self.request(
+            "POST",
+            topic_path(topic, "partitions", partition, "batches"),
+            params={"acks": acks},
+            data=data,
+            headers={"Content-Type": BATCH_MEDIA_TYPE},
+            timeout_s=timeout_s,
+        )
+        answer = reply.json()
+        try:
+            return int(answer["base_offset"]), int(answer["last_offset"])
+        except (KeyError, TypeError, ValueError):
+            raise errors.MillstreamError(f"unexpected produce answer: {answer!r}") from None
+
+    async def fetch_batches(
+        self, topic: str, partition: int, offset: int, *, max_bytes: int, wait_ms: int
+    ) -> Fetched:
+        """Raw batches from ``offset`` on (the first may start earlier), long-polling ``wait_ms``."""
+        reply = await self.request(
+            "GET",
+            topic_path(topic, "partitions", partition, "records"),
+            params={"offset": offset, "max_bytes": max_bytes, "wait_ms": wait_ms},
+            headers={"Accept": BATCH_MEDIA_TYPE},
+            timeout_s=self.timeout_s + wait_ms / 1000,
+        )
+        next_offset = _int_header(reply, NEXT_OFFSET_HEADER)
+        high_watermark = _int_header(reply, HIGH_WATERMARK_HEADER)
+        return Fetched(reply.body, next_offset, high_watermark)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    data: bytes
+    next_offset: int | None
+    high_watermark: int | None
+
+
+def _int_header(reply: Reply, name: str) -> int | None:
+    raw = reply.headers.get(name)
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
+
+
+async def sleep_backoff(attempt: int, base_s: float, max_s: float) -> None:
+    """Exponential backoff: base, 2*base, 4*base... capped at ``max_s``."""
+    await asyncio.sleep(min(max_s, base_s * (2 ** max(0, attempt - 1))))
