@@ -76,5 +76,5 @@ async def alter_topic(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/topics/{topic}")
 async def delete_topic(request: web.Request) -> web.Response:
-    await request.app[LOGS].delete_topic(request.match_info["topic"])
+    request.app[LOGS].delete_topic(request.match_info["topic"])
     return web.Response(status=204)

@@ -118,7 +118,7 @@ CASES: dict[str, tuple[str, str, dict[str, Any], int, str]] = {
         "corrupt_batch"),
     "batch too large": (
         "POST", "/v1/topics/t/partitions/0/batches",
-        {"data": good_batch(100), "headers": {"Content-Type": BATCH}}, 413, "record_too_large"),
+        {"data": good_batch(400), "headers": {"Content-Type": BATCH}}, 413, "record_too_large"),
     "batch wrong content type": (
         "POST", "/v1/topics/t/partitions/0/batches",
         {"data": good_batch(), "headers": {"Content-Type": "text/plain"}}, 415,
