@@ -28,8 +28,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from millstream.client import Admin, Consumer, Producer  # noqa: E402
-from tests.support.broker import BrokerProcess  # noqa: E402
+from millstream.client import Admin, Consumer, Producer
+from tests.support.broker import BrokerProcess
 
 PARTITIONS = 4
 Row = tuple[str, int, int, float]
@@ -90,7 +90,10 @@ async def latency(url: str, topic: str, rate: int, seconds: float) -> list[float
     """End-to-end latencies in ms: each value carries its send time (this process's clock)."""
     samples: list[float] = []
     total = int(rate * seconds)
-    async with Producer(url, linger_ms=0) as producer, Consumer(url, fetch_max_wait_ms=1000) as consumer:
+    async with (
+        Producer(url, linger_ms=0) as producer,
+        Consumer(url, fetch_max_wait_ms=1000) as consumer,
+    ):
         consumer.assign([(topic, p) for p in range(PARTITIONS)])
         consumer.seek_to_end()
         for p in range(PARTITIONS):

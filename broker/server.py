@@ -55,9 +55,9 @@ async def _housekeeping(logs: LogManager, interval: float) -> None:
 async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
     """Run a broker until ``stop`` is set."""
     started = time.monotonic()
-    logs = LogManager(settings.data_dir, settings.topic_defaults)
-    logs.open()
     metrics = BrokerMetrics()
+    logs = LogManager(settings.data_dir, settings.topic_defaults, on_sync=metrics.observe_fsync)
+    logs.open()
     metrics.watch_logs(logs)
     app = make_app(logs, metrics, settings.http)
     runner = web.AppRunner(

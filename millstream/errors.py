@@ -9,6 +9,7 @@ No class here knows about HTTP.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 
@@ -114,6 +115,7 @@ class RequestTimedOut(MillstreamError):
     retriable = True
 
 
+@functools.cache
 def _registry() -> dict[str, type[MillstreamError]]:
     found: dict[str, type[MillstreamError]] = {}
     pending: list[type[MillstreamError]] = [MillstreamError]

@@ -1,4 +1,4 @@
-"""Choosing a partition for a record: Kafka's default partitioner, so keys land where Kafka puts them.
+"""Choosing a partition for a record: Kafka's default partitioner, so keys land as in Kafka.
 
 Used by the broker's JSON produce path and by the client's producer. Keyed records go to
 ``(murmur2(key) & 0x7fffffff) % partitions`` (kafka-python's murmur2, byte-for-byte the Java
@@ -12,7 +12,7 @@ import random
 
 from kafka.partitioner.default import murmur2
 
-__all__ = ["murmur2", "partition_for_key", "StickyPartitioner"]
+__all__ = ["StickyPartitioner", "murmur2", "partition_for_key"]
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:

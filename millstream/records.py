@@ -60,6 +60,7 @@ COMPRESSION_NAMES: Final = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4":
 _BASE_OFFSET = struct.Struct(">q")
 
 Headers = Sequence[tuple[str, bytes | None]]
+Buffer = bytes | bytearray | memoryview
 
 
 class Record(NamedTuple):
@@ -111,7 +112,7 @@ def encode_varint(value: int) -> bytes:
     return _encode_varint_slow(value)
 
 
-def decode_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+def decode_varint(buf: Buffer, pos: int) -> tuple[int, int]:
     """Return (value, position after it). Raises CorruptBatch on a truncated or overlong varint."""
     try:
         b = buf[pos]
@@ -143,7 +144,7 @@ def now_ms() -> int:
 class BatchBuilder:
     """Accumulates records and encodes them as one batch. Not thread-safe."""
 
-    __slots__ = ("_chunks", "_count", "_base_ts", "_max_ts", "_size", "compression")
+    __slots__ = ("_base_ts", "_chunks", "_count", "_max_ts", "_size", "compression")
 
     def __init__(self, compression: int = NONE) -> None:
         self._chunks: list[bytes] = []
@@ -248,14 +249,14 @@ def set_base_offset(buf: bytearray | memoryview, position: int, base_offset: int
     _BASE_OFFSET.pack_into(buf, position, base_offset)
 
 
-def batch_size_at(buf: bytes | memoryview, position: int) -> int:
+def batch_size_at(buf: Buffer, position: int) -> int:
     """Total size of the batch starting at ``position``; 0 if its length field is not there."""
     if len(buf) - position < LOG_OVERHEAD:
         return 0
     return int.from_bytes(buf[position + 8 : position + 12], "big", signed=True) + LOG_OVERHEAD
 
 
-def check_batch(buf: bytes | memoryview, position: int = 0, *, deep: bool = True) -> BatchInfo:
+def check_batch(buf: Buffer, position: int = 0, *, deep: bool = True) -> BatchInfo:
     """Check the batch at ``position`` and describe it, or raise CorruptBatch.
 
     Always checked: the length, magic, CRC, attributes and record count. With ``deep`` (what
@@ -301,7 +302,7 @@ def check_batch(buf: bytes | memoryview, position: int = 0, *, deep: bool = True
     return BatchInfo(position, size, base_offset, count, max_ts)
 
 
-def check_batches(buf: bytes | memoryview) -> list[BatchInfo]:
+def check_batches(buf: Buffer) -> list[BatchInfo]:
     """Check a produce body of one or more whole batches; any defect refuses all of them."""
     infos = []
     position = 0
@@ -314,16 +315,21 @@ def check_batches(buf: bytes | memoryview) -> list[BatchInfo]:
     return infos
 
 
-def iter_batches(buf: bytes | memoryview) -> Iterator[BatchInfo]:
-    """Batches of a buffer read back from a log (CRC checked, framing trusted); stops at a partial one."""
+def iter_batches(buf: Buffer) -> Iterator[BatchInfo]:
+    """Batches of a buffer read back from a log (CRC checked, framing trusted).
+
+    Stops quietly at a partial batch at the end; raises CorruptBatch on a damaged one."""
     position = 0
-    while batch_size_at(buf, position) and position + batch_size_at(buf, position) <= len(buf):
+    while True:
+        size = batch_size_at(buf, position)
+        if not size or position + size > len(buf):
+            return
         info = check_batch(buf, position, deep=False)
         yield info
         position += info.size
 
 
-def decode_batch(buf: bytes | memoryview, position: int = 0) -> list[Record]:
+def decode_batch(buf: Buffer, position: int = 0) -> list[Record]:
     """The records of the (already checked) batch at ``position``.
 
     This is the consumer's hot loop, so the common one-byte varints are decoded inline and
@@ -400,7 +406,7 @@ def _read_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
     return data[pos:end], end
 
 
-def _records_bytes(buf: bytes | memoryview, position: int, end: int, attributes: int) -> bytes:
+def _records_bytes(buf: Buffer, position: int, end: int, attributes: int) -> bytes:
     data = bytes(buf[position + HEADER_SIZE : end])
     codec_id = attributes & COMPRESSION_MASK
     if codec_id == NONE:

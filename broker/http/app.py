@@ -55,8 +55,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def make_app(
-    logs: LogManager, metrics: BrokerMetrics, settings: HttpSettings = HttpSettings()
+    logs: LogManager, metrics: BrokerMetrics, settings: HttpSettings | None = None
 ) -> web.Application:
+    settings = settings or HttpSettings()
     app = web.Application(
         client_max_size=settings.max_request_bytes,
         middlewares=[metrics_middleware(metrics), error_middleware],  # type: ignore[list-item]

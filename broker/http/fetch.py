@@ -1,4 +1,4 @@
-"""Fetch routes: read a partition by offset as JSON, as raw batches, or as a stream; look offsets up.
+"""Fetch routes: read a partition by offset (JSON, raw batches or a stream); look offsets up.
 
 One handler serves the three representations of ``GET .../records`` by Accept header:
 JSON by default (long-polling up to ``wait_ms``), raw RecordBatch v2 bytes for clients that

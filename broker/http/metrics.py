@@ -29,7 +29,9 @@ class BrokerMetrics:
         self._records_in = Counter(
             "millstream_records_in", "Records appended", ["topic"], registry=r
         )
-        self._bytes_in = Counter("millstream_bytes_in", "Batch bytes appended", ["topic"], registry=r)
+        self._bytes_in = Counter(
+            "millstream_bytes_in", "Batch bytes appended", ["topic"], registry=r
+        )
         self._records_out = Counter(
             "millstream_records_out", "Records served to consumers", ["topic"], registry=r
         )

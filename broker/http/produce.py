@@ -55,7 +55,9 @@ async def produce_records(request: web.Request) -> web.Response:
 
     async def append(partition: int, batch: bytes) -> tuple[int, int]:
         log = logs.log(topic, partition)
-        first, _last = await log.append(batch, [check_batch(batch, deep=False)], wait_durable=durable)
+        first, _last = await log.append(
+            batch, [check_batch(batch, deep=False)], wait_durable=durable
+        )
         return partition, first
 
     results = await asyncio.gather(*(append(p, b) for p, b in builds.items()))
@@ -107,4 +109,3 @@ async def produce_batches(request: web.Request) -> web.Response:
     return web.json_response(
         {"partition": log.partition, "base_offset": first, "last_offset": last}
     )
-

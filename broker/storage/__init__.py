@@ -6,8 +6,12 @@ Layout of a data directory::
     <data>/topics/<topic>/<partition>/<base>.log        RecordBatch v2 bytes, as received
     <data>/topics/<topic>/<partition>/<base>.index      sparse offset index
     <data>/topics/<topic>/<partition>/<base>.timeindex  sparse time index
+    <data>/topics/<topic>/<partition>/recovery-point    where checking starts after a crash
+    <data>/staging/, <data>/trash/                topics being created / deleted
 
-``<base>`` is the segment's first offset, zero-padded to 20 digits as in Kafka.
+``<base>`` is the segment's first offset, zero-padded to 20 digits as in Kafka. Each module
+documents its own file format: ``segment``, ``offset_index``, ``time_index``, ``recovery``
+(the recovery point) and ``log_manager`` (topic.json, staging and trash).
 
 The public surface, used by ``millstream.broker.http``:
 
@@ -21,3 +25,9 @@ The public surface, used by ``millstream.broker.http``:
 Everything here runs on the event loop's thread and is not thread-safe; only fsync and
 file removal are handed to worker threads so the loop keeps serving while the disk works.
 """
+
+from millstream.broker.storage.config import TopicConfig
+from millstream.broker.storage.log_manager import LogManager, TopicInfo
+from millstream.broker.storage.partition_log import PartitionLog
+
+__all__ = ["LogManager", "PartitionLog", "TopicConfig", "TopicInfo"]

@@ -17,7 +17,8 @@ BATCH = "application/vnd.kafka.record-batch"
 def read_all(broker: BrokerProcess, topic: str, partition: int) -> dict[int, bytes | None]:
     """Every record of a partition as offset -> value, through the raw fetch path."""
     out: dict[int, bytes | None] = {}
-    offset = 0
+    base = f"{broker.url}/v1/topics/{topic}/partitions/{partition}"
+    offset = call("GET", f"{base}/offsets?at=earliest").json["offset"]
     while True:
         reply = call(
             "GET",
@@ -85,7 +86,9 @@ def test_kill_9_during_a_produce_loop_loses_no_acknowledged_record(tmp_path: Pat
             assert sorted(stored[p]) == list(range(len(stored[p])))
         # And the partition keeps going from where it was.
         reply = call(
-            "POST", f"{broker.url}/v1/topics/c/records", {"records": [{"value": "after", "partition": 0}]}
+            "POST",
+            f"{broker.url}/v1/topics/c/records",
+            {"records": [{"value": "after", "partition": 0}]},
         )
         assert reply.json["offsets"][0]["offset"] == len(stored[0])
     finally:
@@ -113,7 +116,9 @@ def test_torn_tail_is_truncated_on_restart(tmp_path: Path) -> None:
         assert "truncat" in broker.log.lower()
         stored = read_all(broker, "torn", 0)
         assert stored == {i: f"v{i}".encode() for i in range(10)}
-        reply = call("POST", f"{broker.url}/v1/topics/torn/records", {"records": [{"value": "next"}]})
+        reply = call(
+            "POST", f"{broker.url}/v1/topics/torn/records", {"records": [{"value": "next"}]}
+        )
         assert reply.json["offsets"] == [{"partition": 0, "offset": 10}]
     finally:
         broker.kill()
@@ -145,7 +150,7 @@ def test_retention_deletes_old_segments(tmp_path: Path) -> None:
         config = {"segment.bytes": 4096, "retention.ms": 1500}
         call("POST", f"{broker.url}/v1/topics", {"name": "old", "config": config})
         old = int(time.time() * 1000) - 60_000
-        for i in range(40):  # old records, spread over several segments
+        for _ in range(40):  # old records, spread over several segments
             body = {"records": [{"value": "x" * 200, "timestamp": old}]}
             call("POST", f"{broker.url}/v1/topics/old/records", body)
         segments = lambda: sorted((tmp_path / "data" / "topics" / "old" / "0").glob("*.log"))  # noqa: E731

@@ -104,7 +104,9 @@ def test_raw_batches_in_and_out(broker: BrokerProcess) -> None:
     assert reply.headers["Content-Type"] == BATCH
     assert reply.headers["Millstream-High-Watermark"] == "300"
     assert reply.headers["Millstream-Next-Offset"] == "300"
-    records = [r for info in iter_batches(reply.body) for r in decode_batch(reply.body, info.position)]
+    records = [
+        r for info in iter_batches(reply.body) for r in decode_batch(reply.body, info.position)
+    ]
     # Whole batches come back, starting with the one that holds offset 150.
     assert records[0].offset == 100
     assert records[50].value == b"v1-50"
@@ -151,7 +153,9 @@ def test_stream_follows_the_log(broker: BrokerProcess, accept: str) -> None:
     later = threading.Timer(
         0.3,
         lambda: call(
-            "POST", f"{broker.url}/v1/topics/follow/records", {"records": [{"value": "b"}, {"value": "c"}]}
+            "POST",
+            f"{broker.url}/v1/topics/follow/records",
+            {"records": [{"value": "b"}, {"value": "c"}]},
         ),
     )
     later.start()
@@ -189,13 +193,21 @@ def test_topic_lifecycle(broker: BrokerProcess) -> None:
     create(broker, "life", partitions=2, **{"retention.ms": 60000})
     listed = call("GET", f"{broker.url}/v1/topics").json["topics"]
     assert {"name": "life", "partitions": 2} in listed
-    call("POST", f"{broker.url}/v1/topics/life/records", {"records": [{"value": "x", "partition": 1}]})
+    call(
+        "POST",
+        f"{broker.url}/v1/topics/life/records",
+        {"records": [{"value": "x", "partition": 1}]},
+    )
     described = call("GET", f"{broker.url}/v1/topics/life").json
     assert described["config"]["retention.ms"] == 60000
     assert described["partitions"][1]["latest_offset"] == 1
     assert described["partitions"][1]["size_bytes"] > 0
 
-    grown = call("PATCH", f"{broker.url}/v1/topics/life", {"partitions": 5, "config": {"retention.ms": "1000"}})
+    grown = call(
+        "PATCH",
+        f"{broker.url}/v1/topics/life",
+        {"partitions": 5, "config": {"retention.ms": "1000"}},
+    )
     assert grown.status == 200, grown.body
     assert len(grown.json["partitions"]) == 5
     assert grown.json["config"]["retention.ms"] == 1000

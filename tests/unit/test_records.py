@@ -42,8 +42,13 @@ def test_kafka_python_reads_what_we_build() -> None:
 @pytest.mark.parametrize("compression", [0, 1])
 def test_we_read_what_kafka_python_builds(compression: int) -> None:
     builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=compression, is_transactional=False,
-        producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20,
+        magic=2,
+        compression_type=compression,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
     )
     for i in range(50):
         builder.append(i, TS + i, f"key{i}".encode(), f"value{i}".encode() * 20, [("h", b"v")])
@@ -56,7 +61,7 @@ def test_we_read_what_kafka_python_builds(compression: int) -> None:
 
 def test_gzip_batches_round_trip() -> None:
     builder = records.BatchBuilder(compression=records.GZIP)
-    for i in range(100):
+    for _ in range(100):
         builder.append(b"same value " * 10)
     raw = builder.build()
     assert len(raw) < 100 * 110 / 5
@@ -96,7 +101,7 @@ def test_a_batch_with_a_right_crc_but_wrong_framing_is_refused() -> None:
     raw = bytearray(sample_batch())
     raw[57:61] = (4).to_bytes(4, "big")  # claims 4 records, holds 3
     raw[23:27] = (3).to_bytes(4, "big")
-    with pytest.raises(CorruptBatch, match="past the end|ends inside"):
+    with pytest.raises(CorruptBatch, match=r"past the end|ends inside"):
         records.check_batch(_with_valid_crc(raw))
     # Shallow checks (used when reading back our own logs) trust the framing.
     assert records.check_batch(_with_valid_crc(raw), deep=False).record_count == 4
