@@ -16,7 +16,7 @@ __all__ = ["StickyPartitioner", "murmur2", "partition_for_key"]
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class StickyPartitioner:

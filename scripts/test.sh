@@ -20,7 +20,7 @@ ln -s "$PWD/broker" "$view/millstream/broker"
 (cd "$view" && "$OLDPWD/.venv/bin/mypy" --config-file "$OLDPWD/pyproject.toml" -p millstream)
 
 echo "== import-linter (layers)"
-(cd "$view" && PYTHONPATH="$view" "$OLDPWD/.venv/bin/lint-imports" --config "$OLDPWD/.importlinter")
+(cd "$view" && PYTHONPATH="$view" "$OLDPWD/.venv/bin/lint-imports" "$OLDPWD/.importlinter")
 
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -39,7 +39,7 @@ STATUS: dict[type[errors.MillstreamError], int] = {
 def status_for(error: errors.MillstreamError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 

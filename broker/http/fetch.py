@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 
@@ -85,7 +86,7 @@ async def fetch_records(request: web.Request) -> web.StreamResponse:
         }
         return web.Response(body=data, content_type=BATCH_MEDIA_TYPE, headers=headers)
 
-    rendered = []
+    rendered: list[dict[str, Any]] = []
     next_offset = offset
     for record in _records_from(data, offset):
         if len(rendered) == max_records:
