@@ -201,7 +201,7 @@ class RecordAccumulator:
             self._sticky.next_batch(queue.topic, partitions)
 
     def take(self, queue: PartitionQueue, max_bytes: int) -> list[ProducerBatch]:
-        """Close and remove batches from the head of ``queue``: at least one, up to ``max_bytes``."""
+        """Close and remove the head batches of ``queue``: one at least, ``max_bytes`` at most."""
         taken: list[ProducerBatch] = []
         size = 0
         while queue.batches:
@@ -238,4 +238,3 @@ class RecordAccumulator:
                     batch.future.set_exception(error)
                     batch.future.exception()  # reported by flush(); never "unretrieved"
         return dropped
-

@@ -41,8 +41,14 @@ class Admin:
     async def create_topic(
         self, name: str, partitions: int = 1, config: ConfigValues | None = None
     ) -> TopicDescription:
-        body: dict[str, Any] = {"name": name, "partitions": partitions, "config": dict(config or {})}
-        return TopicDescription.from_json(await self.transport.call_json("POST", "/v1/topics", body))
+        body: dict[str, Any] = {
+            "name": name,
+            "partitions": partitions,
+            "config": dict(config or {}),
+        }
+        return TopicDescription.from_json(
+            await self.transport.call_json("POST", "/v1/topics", body)
+        )
 
     async def list_topics(self) -> list[TopicSummary]:
         answer = await self.transport.call_json("GET", "/v1/topics")

@@ -193,7 +193,7 @@ class Transport:
     async def fetch_batches(
         self, topic: str, partition: int, offset: int, *, max_bytes: int, wait_ms: int
     ) -> Fetched:
-        """Raw batches from ``offset`` on (the first may start earlier), long-polling ``wait_ms``."""
+        """Raw batches from ``offset`` on (the first may start before it), long-polling."""
         reply = await self.request(
             "GET",
             topic_path(topic, "partitions", partition, "records"),

@@ -29,12 +29,23 @@ class BrokerProcess:
         self.output: list[str] = []
 
     def start(self, timeout: float = 20.0) -> BrokerProcess:
-        cmd = [sys.executable, "-m", "millstream.cli.main", "serve",
-               "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port),
-               *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "millstream.cli.main",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MILLSTREAM_")}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:

@@ -24,5 +24,7 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
         if route.resource is not None and route.method != "HEAD"
     }
     paths = openapi_document()["paths"]
-    documented = {(path, method) for path, item in paths.items() for method in item if method != "parameters"}
+    documented = {
+        (path, method) for path, item in paths.items() for method in item if method != "parameters"
+    }
     assert served == documented
