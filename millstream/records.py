@@ -249,6 +249,11 @@ def set_base_offset(buf: bytearray | memoryview, position: int, base_offset: int
     _BASE_OFFSET.pack_into(buf, position, base_offset)
 
 
+def batch_attributes(buf: Buffer, position: int = 0) -> int:
+    """The attributes field of the batch at ``position`` (compression, timestamp type...)."""
+    return int.from_bytes(buf[position + CRC_START : position + CRC_START + 2], "big")
+
+
 def batch_size_at(buf: Buffer, position: int) -> int:
     """Total size of the batch starting at ``position``; 0 if its length field is not there."""
     if len(buf) - position < LOG_OVERHEAD:

@@ -43,7 +43,14 @@ from millstream.errors import (
     StorageError,
     UnknownTopic,
 )
-from millstream.records import BatchInfo, now_ms, set_base_offset
+from millstream.records import (
+    TIMESTAMP_TYPE_BIT,
+    BatchInfo,
+    batch_attributes,
+    decode_batch,
+    now_ms,
+    set_base_offset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +313,8 @@ class PartitionLog:
             del self._data_waiters[waiter]
 
     def offset_for_timestamp(self, ts_ms: int) -> int:
-        """Earliest offset of a batch whose max timestamp is >= ``ts_ms``; else the high
-        watermark (the end of what can be read)."""
+        """Earliest offset whose record timestamp is >= ``ts_ms`` (as Kafka's ListOffsets);
+        else the high watermark (the end of what can be read)."""
         hw = self._hw
         for segment in self._segments:
             if segment.base_offset >= hw:
@@ -315,8 +322,18 @@ class PartitionLog:
             limit = self._hw_position if segment is self._hw_segment else segment.size
             found = segment.find_offset_by_timestamp(ts_ms, limit)
             if found is not None:
-                return found
+                return self._first_record_at(found, ts_ms)
         return hw
+
+    def _first_record_at(self, batch_offset: int, ts_ms: int) -> int:
+        # The indexes find the batch; the record inside it takes a decode of that one batch.
+        data = self.read(batch_offset, 1)
+        if not data or batch_attributes(data) & TIMESTAMP_TYPE_BIT:  # LogAppendTime: one per batch
+            return batch_offset
+        for record in decode_batch(data):
+            if record.timestamp >= ts_ms:
+                return record.offset
+        return batch_offset
 
     # --- retention and lifetime ------------------------------------------------------------
 

@@ -258,3 +258,14 @@ def test_graceful_stop_then_restart_keeps_everything(tmp_path: Path) -> None:
         assert sorted(values) == sorted(f"k{n}-{i}" for n in range(20) for i in range(10))
     finally:
         broker.kill()
+
+
+def test_offset_lookup_by_time_is_exact_inside_a_batch(broker: BrokerProcess) -> None:
+    create(broker, "inside")
+    records = [{"value": str(i), "timestamp": 1_000 * (i + 1)} for i in range(5)]
+    call("POST", f"{broker.url}/v1/topics/inside/records", {"records": records})  # one batch
+    base = f"{broker.url}/v1/topics/inside/partitions/0/offsets"
+    assert call("GET", f"{base}?at=3000").json["offset"] == 2
+    assert call("GET", f"{base}?at=2001").json["offset"] == 2
+    assert call("GET", f"{base}?at=0").json["offset"] == 0
+    assert call("GET", f"{base}?at=5001").json["offset"] == 5
