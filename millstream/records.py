@@ -37,6 +37,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, NamedTuple
 
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record.default_records import DefaultRecordBatch as CompiledBatch
 from crc32c import crc32c
 from kafka import codec
 
@@ -265,7 +267,7 @@ def check_batch(buf: Buffer, position: int = 0, *, deep: bool = True) -> BatchIn
     """Check the batch at ``position`` and describe it, or raise CorruptBatch.
 
     Always checked: the length, magic, CRC, attributes and record count. With ``deep`` (what
-    producers send), the record framing is walked too, so a batch whose CRC is right but whose
+    producers send), every record is decoded too, so a batch whose CRC is right but whose
     records do not add up (a buggy client) is refused before it reaches a log.
     """
     available = len(buf) - position
@@ -303,7 +305,7 @@ def check_batch(buf: Buffer, position: int = 0, *, deep: bool = True) -> BatchIn
     if count < 1 or last_delta != count - 1:
         raise CorruptBatch(f"record count {count} does not match lastOffsetDelta {last_delta}")
     if deep:
-        _walk_records(_records_bytes(buf, position, end, attributes), count)
+        _check_records(buf, position, end, base_offset, count)
     return BatchInfo(position, size, base_offset, count, max_ts)
 
 
@@ -424,18 +426,23 @@ def _records_bytes(buf: Buffer, position: int, end: int, attributes: int) -> byt
         raise CorruptBatch(f"cannot decompress batch: {exc}") from None
 
 
-def _walk_records(data: bytes, count: int) -> None:
-    pos = 0
-    end = len(data)
-    for _ in range(count):
-        length, pos = decode_varint(data, pos)
-        if length < 1:
-            raise CorruptBatch(f"record length {length} is not positive")
-        pos += length
-        if pos > end:
-            raise CorruptBatch("record runs past the end of its batch")
-    if pos != end:
-        raise CorruptBatch(f"{end - pos} bytes follow the last record of the batch")
+def _check_records(buf: Buffer, position: int, end: int, base_offset: int, count: int) -> None:
+    # Every record is decoded, as a fetch will decode it, so that nothing acknowledged is
+    # unreadable later. aiokafka's compiled reader does it about ten times faster than Python
+    # (it also refuses bytes left over after the last record); we add the offset deltas.
+    expected = base_offset
+    try:
+        for record in CompiledBatch(memoryview(buf)[position:end]):
+            if record.offset != expected:
+                raise CorruptBatch(
+                    f"record {expected - base_offset} has offset delta "
+                    f"{record.offset - base_offset}; deltas must run 0, 1, 2..."
+                )
+            expected += 1
+    except (CorruptRecordException, UnicodeDecodeError, ValueError) as exc:
+        raise CorruptBatch(f"malformed record: {exc}") from None
+    if expected - base_offset != count:
+        raise CorruptBatch(f"batch holds {expected - base_offset} records, not {count}")
 
 
 def _compress(codec_id: int, data: bytes) -> bytes:

@@ -9,7 +9,7 @@ moves keyless records on to another partition (KIP-480), which is what keeps key
 large without piling them on one partition.
 
 The per-record path (:meth:`RecordAccumulator.append`) is the producer's hot loop: a partition
-choice, one dict lookup, a size check and ``BatchBuilder.append``; nothing else per record.
+choice, one dict lookup, a size check and ``BatchWriter.append``; nothing else per record.
 Not thread-safe; the producer calls it from its event loop only.
 """
 
@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Final
 
 from millstream import errors
+from millstream.client.batch_writer import BatchWriter
 from millstream.partitioner import StickyPartitioner, partition_for_key
-from millstream.records import HEADER_SIZE, NONE, BatchBuilder, Headers
+from millstream.records import HEADER_SIZE, NONE, Headers
 
 # The most a record's framing adds to its key, value and headers: seven varints (five bytes
 # each at most, ten for the timestamp delta) and the attributes byte.
@@ -50,13 +51,13 @@ class ProducerBatch:
         self,
         topic: str,
         partition: int,
-        builder: BatchBuilder,
+        builder: BatchWriter,
         future: asyncio.Future[int],
         now: float,
     ) -> None:
         self.topic = topic
         self.partition = partition
-        self.builder: BatchBuilder | None = builder
+        self.builder: BatchWriter | None = builder
         self.future = future
         self.created = now
         self.data = b""
@@ -70,7 +71,7 @@ class ProducerBatch:
         """Encode the batch; it takes no more records. Encoding once keeps retries cheap."""
         if self.builder is not None:
             self.record_count = len(self.builder)
-            # Empty only if BatchBuilder.append refused the first record (bad input).
+            # Empty only if BatchWriter.append refused the first record (bad input).
             self.data = self.builder.build() if self.record_count else b""
             self.builder = None
 
@@ -178,8 +179,8 @@ class RecordAccumulator:
         builder.append(value, key, timestamp, headers)
         return batch, index
 
-    def _open(self, queue: PartitionQueue) -> tuple[ProducerBatch, BatchBuilder]:
-        builder = BatchBuilder(self.compression)
+    def _open(self, queue: PartitionQueue) -> tuple[ProducerBatch, BatchWriter]:
+        builder = BatchWriter(self.compression)
         batch = ProducerBatch(
             queue.topic, queue.partition, builder, self._new_future(), self._clock()
         )
