@@ -76,7 +76,7 @@ async def produce_json(url: str, topic: str, count: int, size: int) -> float:
 
 
 async def consume(url: str, topic: str, count: int) -> float:
-    async with Consumer(url, fetch_max_bytes=8 * 1024 * 1024) as consumer:
+    async with Consumer(url) as consumer:
         consumer.assign([(topic, p) for p in range(PARTITIONS)])
         consumer.seek_to_beginning()
         started = time.perf_counter()
@@ -92,7 +92,7 @@ async def latency(url: str, topic: str, rate: int, seconds: float) -> list[float
     total = int(rate * seconds)
     async with (
         Producer(url, linger_ms=0) as producer,
-        Consumer(url, fetch_max_wait_ms=1000) as consumer,
+        Consumer(url, stream=True) as consumer,
     ):
         consumer.assign([(topic, p) for p in range(PARTITIONS)])
         consumer.seek_to_end()

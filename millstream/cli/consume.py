@@ -88,7 +88,7 @@ async def _consume(args: argparse.Namespace, out: BinaryIO) -> None:
         )
         tps = [TopicPartition(topic.name, p) for p in partitions]
         # "none": an explicit offset outside the log is an error, not a silent jump.
-        consumer = Consumer(transport, auto_offset_reset="none")
+        consumer = Consumer(transport, auto_offset_reset="none", stream=args.follow)
         consumer.assign(tps)
         await _seek(consumer, args, tps)
         ends = None if args.follow else await consumer.end_offsets(tps)

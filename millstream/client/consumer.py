@@ -55,7 +55,6 @@ class _PartitionState:
         "fetch_offset",
         "generation",
         "high_watermark",
-        "not_before",
         "position",
         "reset",
         "space",
@@ -68,8 +67,6 @@ class _PartitionState:
         self.position: int | None = None  # the next offset poll() returns
         self.fetch_offset: int | None = None  # the next offset the fetch task asks for
         self.reset = reset  # resolved into a position before the next fetch
-        # After a seek by time: skip leading records older than this (see _fetch_once).
-        self.not_before: int | None = None
         self.chunks: deque[_Chunk] = deque()
         self.high_watermark: int | None = None
         self.error: errors.MillstreamError | None = None
@@ -85,7 +82,6 @@ class _PartitionState:
         """A seek: drop what was fetched and stop the fetch task (poll() starts a new one)."""
         self.position = self.fetch_offset = offset
         self.reset = reset
-        self.not_before = None
         self.chunks.clear()
         self.error = None
         self.generation += 1
@@ -107,6 +103,9 @@ class Consumer:
       buffers ahead. 1-2 MiB measured fastest: bigger responses become more objects at once
       without overlapping any better.
     - ``max_poll_records``: the default cap of :meth:`poll` (None: all that is buffered).
+    - ``stream``: follow each partition with one long-lived streaming fetch instead of a
+      request per fetch: lower latency and less work on both sides for consumers that keep
+      up with a live log. ``highwater()`` is not updated in this mode.
     """
 
     def __init__(
@@ -116,6 +115,7 @@ class Consumer:
         auto_offset_reset: OffsetReset = "latest",
         fetch_max_bytes: int = 2 * 1024 * 1024,
         fetch_max_wait_ms: int = 500,
+        stream: bool = False,
         max_poll_records: int | None = None,
         retry_backoff_ms: float = 100.0,
         retry_backoff_max_ms: float = 1000.0,
@@ -130,6 +130,7 @@ class Consumer:
         self._reset: OffsetReset = auto_offset_reset
         self._fetch_max_bytes = fetch_max_bytes
         self._wait_ms = fetch_max_wait_ms
+        self._stream = stream
         self._max_poll_records = max_poll_records
         self._backoff_s = (retry_backoff_ms / 1000, retry_backoff_max_ms / 1000)
         self._states: dict[TopicPartition, _PartitionState] = {}
@@ -226,7 +227,6 @@ class Consumer:
         if generation == state.generation and state.position is None:
             state.position = state.fetch_offset = offset
             state.reset = None
-            state.not_before = spec if isinstance(spec, int) else None
 
     # --- fetching --------------------------------------------------------------------------
 
@@ -245,7 +245,10 @@ class Consumer:
                 while state.buffered >= self._fetch_max_bytes:
                     state.space.clear()
                     await state.space.wait()
-                max_bytes = await self._fetch_once(state, max_bytes)
+                if self._stream:
+                    await self._follow_stream(state)
+                else:
+                    max_bytes = await self._fetch_once(state, max_bytes)
                 attempt = 0
             except errors.OffsetOutOfRange as exc:
                 if self._reset == "none":
@@ -268,26 +271,45 @@ class Consumer:
         fetched = await self._transport.fetch_batches(
             topic, partition, offset, max_bytes=max_bytes, wait_ms=self._wait_ms
         )
-        records, next_offset = decode_fetched(fetched.data, topic, partition, offset)
         if fetched.high_watermark is not None:
             state.high_watermark = fetched.high_watermark
-        if state.not_before is not None and records:
-            # The broker finds the batch holding the time, not the record: Kafka's answer is
-            # the first record at or after it, so the older ones in front are skipped here.
-            ts = state.not_before
-            first = next((i for i, r in enumerate(records) if r.timestamp >= ts), len(records))
-            records = records[first:]
-            state.not_before = None if records else ts
-        if next_offset != offset:
-            state.fetch_offset = next_offset
-            state.chunks.append(_Chunk(records, next_offset, len(fetched.data)))
-            self._data.set()
-        elif batch_size_at(fetched.data, 0) > len(fetched.data):
+        if self._deliver(state, fetched.data) == offset and (
+            batch_size_at(fetched.data, 0) > len(fetched.data)
+        ):
             # Only the start of one batch came back: it is bigger than max_bytes. Ask for more.
             if max_bytes >= _MAX_FETCH_BYTES:
                 raise errors.RecordTooLarge(f"a batch at {topic}/{partition}@{offset} is too big")
             return min(_MAX_FETCH_BYTES, max_bytes * 2)
         return max_bytes
+
+    async def _follow_stream(self, state: _PartitionState) -> None:
+        """Follow the partition with one streaming fetch, until the broker ends it: records
+        arrive as they become durable, without a request per fetch."""
+        (topic, partition), offset = state.tp, state.fetch_offset
+        assert offset is not None
+        pending = b""
+        async for chunk in self._transport.stream_batches(topic, partition, offset):
+            pending = pending + chunk if pending else chunk
+            whole = _whole_batches_end(pending)
+            if not whole:
+                continue
+            self._deliver(state, pending[:whole])
+            pending = pending[whole:]
+            # Not reading on is the flow control: TCP holds the broker back meanwhile.
+            while state.buffered >= self._fetch_max_bytes:
+                state.space.clear()
+                await state.space.wait()
+
+    def _deliver(self, state: _PartitionState, data: bytes) -> int:
+        """Decode fetched batches into the partition's buffer; returns the next fetch offset."""
+        (topic, partition), offset = state.tp, state.fetch_offset
+        assert offset is not None
+        records, next_offset = decode_fetched(data, topic, partition, offset)
+        if next_offset != offset:
+            state.fetch_offset = next_offset
+            state.chunks.append(_Chunk(records, next_offset, len(data)))
+            self._data.set()
+        return next_offset
 
     def _stop(self, state: _PartitionState, error: errors.MillstreamError) -> None:
         state.error = error
@@ -367,3 +389,11 @@ class Consumer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._admin.close()
+
+
+def _whole_batches_end(data: bytes) -> int:
+    """Where the whole batches at the start of ``data`` end (0: not even one is complete)."""
+    end = 0
+    while (size := batch_size_at(data, end)) and end + size <= len(data):
+        end += size
+    return end

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
@@ -204,6 +204,28 @@ class Transport:
         next_offset = _int_header(reply, NEXT_OFFSET_HEADER)
         high_watermark = _int_header(reply, HIGH_WATERMARK_HEADER)
         return Fetched(reply.body, next_offset, high_watermark)
+
+    async def stream_batches(self, topic: str, partition: int, offset: int) -> AsyncIterator[bytes]:
+        """Raw batches from ``offset`` on, as the broker appends them, until it ends the
+        stream. Chunks are cut wherever TCP cut them: the caller reassembles whole batches."""
+        url = self.url + topic_path(topic, "partitions", partition, "records")
+        # No total timeout: the stream is meant to stay open while the log is quiet.
+        limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s)
+        try:
+            async with self._open().get(
+                url,
+                params={"offset": offset, "follow": "true"},
+                headers={"Accept": BATCH_MEDIA_TYPE},
+                timeout=limit,
+            ) as resp:
+                if resp.status >= 300:
+                    raise error_from_response(resp.status, await resp.read())
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+        except TimeoutError:
+            raise errors.RequestTimedOut(f"cannot connect to {self.url}") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise self._unavailable(exc) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -346,3 +346,56 @@ async def test_a_producer_sees_partitions_added_after_it_started(broker: BrokerP
         meta = await producer.send_and_wait("growing", b"to the new partition", partition=2)
         assert (meta.partition, meta.offset) == (2, 0)
         assert await producer.partitions_for("growing") == 3
+
+
+async def test_streaming_consumer_follows_reassembles_and_seeks(broker: BrokerProcess) -> None:
+    async with Admin(broker.url) as admin:
+        await admin.create_topic("live", partitions=2)
+    async with (
+        Producer(broker.url, linger_ms=0) as producer,
+        Consumer(broker.url, auto_offset_reset="earliest", stream=True) as consumer,
+    ):
+        consumer.assign([("live", 0), ("live", 1)])
+        assert await consumer.poll(timeout_ms=300) == []
+        # Large batches arrive in many TCP chunks; small ones one by one.
+        big = [ProducerRecord(b"x" * 1000, partition=0) for _ in range(2000)]
+        await (await producer.send_many("live", big))
+        for i in range(50):
+            await producer.send("live", f"small-{i}".encode(), partition=1)
+        await producer.flush()
+        got: dict[int, list[ConsumerRecord]] = defaultdict(list)
+        deadline = time.monotonic() + 20
+        while sum(map(len, got.values())) < 2050 and time.monotonic() < deadline:
+            for record in await consumer.poll(timeout_ms=500):
+                got[record.partition].append(record)
+        assert [r.offset for r in got[0]] == list(range(2000))
+        assert [r.value for r in got[1]] == [f"small-{i}".encode() for i in range(50)]
+
+        consumer.seek(("live", 1), 45)
+        again = []
+        while len(again) < 5 and time.monotonic() < deadline:
+            again += [r for r in await consumer.poll(timeout_ms=500) if r.partition == 1]
+        assert [r.offset for r in again] == [45, 46, 47, 48, 49]
+
+
+async def test_streaming_consumer_resumes_after_a_broker_restart(broker: BrokerProcess) -> None:
+    async with Admin(broker.url) as admin:
+        await admin.create_topic("resume")
+    async with Consumer(
+        broker.url, auto_offset_reset="earliest", stream=True, retry_backoff_ms=50
+    ) as consumer:
+        consumer.assign([("resume", 0)])
+        async with Producer(broker.url) as producer:
+            await (await producer.send_many("resume", [b"before"] * 10))
+        seen: list[ConsumerRecord] = []
+        while len(seen) < 10:
+            seen += await consumer.poll(timeout_ms=500)
+        broker.kill()
+        broker.start()
+        async with Producer(broker.url) as producer:
+            await (await producer.send_many("resume", [b"after"] * 10))
+        deadline = time.monotonic() + 20
+        while len(seen) < 20 and time.monotonic() < deadline:
+            seen += await consumer.poll(timeout_ms=500)
+        assert [r.offset for r in seen] == list(range(20))
+        assert [r.value for r in seen[10:]] == [b"after"] * 10
