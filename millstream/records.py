@@ -393,20 +393,18 @@ def _read_headers(data: bytes, pos: int) -> tuple[tuple[tuple[str, bytes | None]
 
 
 def _read_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
+    # Any negative length means null, as in Kafka's DefaultRecord (and aiokafka's reader,
+    # which checks produced batches): a batch the broker took must read back the same way.
     b = data[pos]
-    if b < 0x80:  # lengths below 64 take one byte; odd means negative, and only -1 (null) is
+    if b < 0x80:  # lengths below 64 take one byte; odd means negative
         if b & 1:
-            if b == 1:
-                return None, pos + 1
-            raise CorruptBatch(f"negative field length {-((b + 1) >> 1)}")
+            return None, pos + 1
         n = b >> 1
         pos += 1
     else:
         n, pos = decode_varint(data, pos)
         if n < 0:
-            if n == -1:
-                return None, pos
-            raise CorruptBatch(f"negative field length {n}")
+            return None, pos
     end = pos + n
     if end > len(data):
         raise CorruptBatch("record field runs past the end of its batch")

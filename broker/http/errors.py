@@ -68,7 +68,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http_exception(exc))
+        response = error_response(_from_http_exception(exc))
+        # A 405 must say what is allowed (RFC 9110, 15.5.6); aiohttp put it on the exception.
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(errors.MillstreamError("unexpected broker error; see broker log"))

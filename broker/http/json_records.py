@@ -9,15 +9,19 @@ bad record is refused whole.
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from millstream import errors
+from millstream.broker.http.params import INT64_MAX
 from millstream.records import Record
 
 MAX_RECORDS_PER_REQUEST = 100_000
+# Standard base64 with its padding (RFC 4648, section 4). b64decode(validate=True) alone would
+# also take "AAAA=": one pattern here and in the OpenAPI document says exactly what is taken.
+BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,7 @@ class IncomingRecord:
 def parse_produce_body(body: Any) -> list[IncomingRecord]:
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):
         raise errors.InvalidRequest('body must be an object with a "records" array')
+    _refuse_unknown(body, {"records"}, "body")
     items = body["records"]
     if not items:
         raise errors.InvalidRequest('"records" must not be empty')
@@ -43,23 +48,29 @@ def parse_produce_body(body: Any) -> list[IncomingRecord]:
 _RECORD_FIELDS = frozenset(
     {"key", "key_base64", "value", "value_base64", "headers", "partition", "timestamp"}
 )
+_HEADER_FIELDS = frozenset({"key", "value", "value_base64"})
+
+
+def _refuse_unknown(item: dict[str, Any], known: frozenset[str] | set[str], where: str) -> None:
+    # A misspelt field would otherwise be dropped silently: "vaule" would store a null value.
+    unknown = set(item) - known
+    if unknown:
+        raise errors.InvalidRequest(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
 
 
 def _parse_record(index: int, item: Any) -> IncomingRecord:
     where = f"records[{index}]"
     if not isinstance(item, dict):
         raise errors.InvalidRequest(f"{where} must be an object")
-    unknown = set(item) - _RECORD_FIELDS
-    if unknown:
-        raise errors.InvalidRequest(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+    _refuse_unknown(item, _RECORD_FIELDS, where)
     if "value" not in item and "value_base64" not in item:
         raise errors.InvalidRequest(f'{where} needs "value" (string or null) or "value_base64"')
     return IncomingRecord(
         key=_bytes_field(item, "key", where),
         value=_bytes_field(item, "value", where),
         headers=_parse_headers(item.get("headers"), where),
-        partition=_optional_int(item, "partition", where, minimum=0),
-        timestamp=_optional_int(item, "timestamp", where, minimum=0),
+        partition=_optional_int(item, "partition", where),
+        timestamp=_optional_int(item, "timestamp", where, maximum=INT64_MAX),
     )
 
 
@@ -70,10 +81,9 @@ def _bytes_field(item: dict[str, Any], name: str, where: str) -> bytes | None:
     if encoded is not None:
         if not isinstance(encoded, str):
             raise errors.InvalidRequest(f"{where}.{name}_base64 must be a base64 string")
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise errors.InvalidRequest(f"{where}.{name}_base64 is not valid base64") from None
+        if not BASE64.fullmatch(encoded):
+            raise errors.InvalidRequest(f"{where}.{name}_base64 is not valid base64")
+        return base64.b64decode(encoded)
     if text is None:
         return None
     if not isinstance(text, str):
@@ -81,15 +91,30 @@ def _bytes_field(item: dict[str, Any], name: str, where: str) -> bytes | None:
             f"{where}.{name} must be a string or null (JSON-encode structured data; "
             f"send binary as {name}_base64)"
         )
-    return text.encode()
+    return _utf8(text, f"{where}.{name}", f"send binary as {name}_base64")
 
 
-def _optional_int(item: dict[str, Any], name: str, where: str, minimum: int) -> int | None:
+def _utf8(text: str, where: str, hint: str) -> bytes:
+    # JSON's "\ud800" escapes decode to lone surrogates, which have no UTF-8 form.
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise errors.InvalidRequest(
+            f"{where} is not valid Unicode (a lone surrogate); {hint}"
+        ) from None
+
+
+def _optional_int(
+    item: dict[str, Any], name: str, where: str, maximum: int | None = None
+) -> int | None:
     value = item.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise errors.InvalidRequest(f"{where}.{name} must be an integer >= {minimum}")
+    # A timestamp past int64 does not fit the batch header.
+    too_large = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or too_large:
+        bounds = ">= 0" if maximum is None else f"from 0 to {maximum}"
+        raise errors.InvalidRequest(f"{where}.{name} must be an integer {bounds}")
     return value
 
 
@@ -105,6 +130,8 @@ def _parse_headers(raw: Any, where: str) -> tuple[tuple[str, bytes | None], ...]
         at = f"{where}.headers[{i}]"
         if not isinstance(header, dict) or not isinstance(header.get("key"), str):
             raise errors.InvalidRequest(f"{at} must be an object with a string key")
+        _refuse_unknown(header, _HEADER_FIELDS, at)
+        _utf8(header["key"], f"{at}.key", "header keys are text")
         headers.append((header["key"], _bytes_field(header, "value", at)))
     return tuple(headers)
 

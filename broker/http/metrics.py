@@ -61,6 +61,11 @@ class BrokerMetrics:
             self._records_out.labels(topic).inc(records)
             self._bytes_out.labels(topic).inc(size)
 
+    def forget_topic(self, topic: str) -> None:
+        """Drop a deleted topic's series; topics created and deleted would otherwise pile up."""
+        for counter in (self._records_in, self._bytes_in, self._records_out, self._bytes_out):
+            counter.remove(topic)
+
     def observe_fsync(self, seconds: float) -> None:
         self.fsync_duration.observe(seconds)
 

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the broker's HTTP API, served at ``GET /v1/openapi.json``.
 
-Written by hand next to the routes it describes; a test checks that every route the app serves
-appears here and that the document is valid OpenAPI, so the two cannot drift apart silently.
+Written by hand next to the routes it describes (bodies in :mod:`.schemas`). Unit tests check
+that every route the app serves appears here and that the document is valid OpenAPI; an
+integration test fuzzes a real broker from it (schemathesis) and holds every answer to it:
+statuses, content types and bodies.
 """
 
 from __future__ import annotations
@@ -9,22 +11,34 @@ from __future__ import annotations
 from typing import Any
 
 from millstream import __version__
+from millstream.broker.http.fetch import MAX_FETCH_BYTES, MAX_FETCH_RECORDS
+from millstream.broker.http.keys import HttpSettings
+from millstream.broker.http.params import INT64_MAX
+from millstream.broker.http.schemas import ref, schemas
 
 _ERROR_REF = {"$ref": "#/components/responses/Error"}
 _BATCHES = "application/vnd.kafka.record-batch"
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
-def _param(name: str, where: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _param(
+    name: str, where: str, description: str, schema: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": where,
         "required": where == "path",
         "description": description,
         "schema": schema,
+        **extra,
     }
 
 
-_TOPIC = _param("topic", "path", "Topic name", {"$ref": "#/components/schemas/TopicName"})
+def _int(minimum: int, maximum: int, **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
+
+
+_TOPIC = _param("topic", "path", "Topic name", ref("TopicName"))
 _PARTITION = _param("partition", "path", "Partition number", {"type": "integer", "minimum": 0})
 _ACKS = _param(
     "acks",
@@ -35,7 +49,7 @@ _ACKS = _param(
 
 
 def _json(schema_name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
+    return {"application/json": {"schema": ref(schema_name)}}
 
 
 def _ok(description: str, schema_name: str) -> dict[str, Any]:
@@ -43,187 +57,77 @@ def _ok(description: str, schema_name: str) -> dict[str, Any]:
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: _ERROR_REF for code in codes}
+    return dict.fromkeys(codes, _ERROR_REF)
 
 
-_SCHEMAS: dict[str, Any] = {
-    "TopicName": {"type": "string", "pattern": "^[a-zA-Z0-9._-]{1,249}$"},
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string", "description": "Stable, machine-readable"},
-                    "message": {"type": "string"},
-                },
-            }
-        },
-    },
-    "TopicConfig": {
-        "type": "object",
-        "description": "Per-topic settings; values may be integers or integer strings",
-        "properties": {
-            name: {"type": ["integer", "string"]}
-            for name in (
-                "segment.bytes",
-                "segment.ms",
-                "retention.ms",
-                "retention.bytes",
-                "flush.ms",
-                "max.message.bytes",
-                "index.interval.bytes",
-            )
-        },
-        "additionalProperties": False,
-    },
-    "NewTopic": {
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"$ref": "#/components/schemas/TopicName"},
-            "partitions": {"type": "integer", "minimum": 1, "default": 1},
-            "config": {"$ref": "#/components/schemas/TopicConfig"},
-        },
-    },
-    "TopicChange": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "partitions": {"type": "integer", "minimum": 1, "description": "Can only grow"},
-            "config": {"$ref": "#/components/schemas/TopicConfig"},
-        },
-    },
-    "TopicList": {
-        "type": "object",
-        "properties": {
-            "topics": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"name": {"type": "string"}, "partitions": {"type": "integer"}},
-                },
-            }
-        },
-    },
-    "Topic": {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "config": {"type": "object"},
-            "partitions": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "partition": {"type": "integer"},
-                        "earliest_offset": {"type": "integer"},
-                        "latest_offset": {"type": "integer"},
-                        "size_bytes": {"type": "integer"},
-                    },
-                },
-            },
-        },
-    },
-    "Header": {
-        "type": "object",
-        "required": ["key"],
-        "properties": {
-            "key": {"type": "string"},
-            "value": {"type": ["string", "null"]},
-            "value_base64": {"type": "string", "contentEncoding": "base64"},
-        },
-    },
-    "NewRecord": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Give value (a string, stored as UTF-8, or null) or value_base64",
-        "properties": {
-            "key": {"type": ["string", "null"]},
-            "key_base64": {"type": "string", "contentEncoding": "base64"},
-            "value": {"type": ["string", "null"]},
-            "value_base64": {"type": "string", "contentEncoding": "base64"},
-            "headers": {"type": "array", "items": {"$ref": "#/components/schemas/Header"}},
-            "partition": {"type": "integer", "minimum": 0},
-            "timestamp": {"type": "integer", "minimum": 0, "description": "Epoch ms"},
-        },
-    },
-    "ProduceRequest": {
-        "type": "object",
-        "required": ["records"],
-        "properties": {
-            "records": {
-                "type": "array",
-                "minItems": 1,
-                "items": {"$ref": "#/components/schemas/NewRecord"},
-            }
-        },
-    },
-    "ProduceResult": {
-        "type": "object",
-        "properties": {
-            "offsets": {
-                "type": "array",
-                "description": "One per record, in request order",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "partition": {"type": "integer"},
-                        "offset": {"type": "integer"},
-                    },
-                },
-            }
-        },
-    },
-    "BatchResult": {
-        "type": "object",
-        "properties": {
-            "partition": {"type": "integer"},
-            "base_offset": {"type": "integer"},
-            "last_offset": {"type": "integer"},
-        },
-    },
-    "Record": {
-        "type": "object",
-        "description": "key and value are strings when valid UTF-8, otherwise null with *_base64",
-        "properties": {
-            "offset": {"type": "integer"},
-            "timestamp": {"type": "integer"},
-            "key": {"type": ["string", "null"]},
-            "key_base64": {"type": "string"},
-            "value": {"type": ["string", "null"]},
-            "value_base64": {"type": "string"},
-            "headers": {"type": "array", "items": {"$ref": "#/components/schemas/Header"}},
-        },
-    },
-    "FetchResult": {
-        "type": "object",
-        "properties": {
-            "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
-            "next_offset": {"type": "integer"},
-            "high_watermark": {"type": "integer"},
-        },
-    },
-    "Offset": {
-        "type": "object",
-        "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"}},
-    },
-}
+# 413: body over the broker's request limit; 503: the disk failed, or the broker is stopping.
+_WRITE_ERRORS = ("400", "413", "503")
 
 _FETCH_PARAMS = [
     _TOPIC,
     _PARTITION,
-    _param("offset", "query", "First offset to read (default: earliest)", {"type": "integer"}),
-    _param("max_records", "query", "At most this many records", {"type": "integer"}),
-    _param("max_bytes", "query", "About this many bytes of batches", {"type": "integer"}),
-    _param("wait_ms", "query", "Long-poll this long when nothing is new", {"type": "integer"}),
-    _param("encoding", "query", "base64: always base64", {"enum": ["auto", "base64"]}),
+    _param("offset", "query", "First offset to read (default: earliest)", _int(0, INT64_MAX)),
+    _param(
+        "max_records",
+        "query",
+        "At most this many records (JSON: default 500; a stream without it follows for good)",
+        _int(1, MAX_FETCH_RECORDS),
+    ),
+    _param(
+        "max_bytes",
+        "query",
+        "About this many bytes of batches (at least one batch is returned)",
+        _int(1, MAX_FETCH_BYTES),
+    ),
+    _param(
+        "wait_ms",
+        "query",
+        "Long-poll this long when nothing is new",
+        _int(0, HttpSettings().max_wait_ms, default=0),
+    ),
+    _param(
+        "encoding",
+        "query",
+        "base64: binary fields always as *_base64",
+        {"type": "string", "enum": ["auto", "base64"], "default": "auto"},
+    ),
+    _param(
+        "follow",
+        "query",
+        "With raw batches: one response that follows the log as it grows (NDJSON and SSE "
+        "always follow)",
+        {"type": "string", "enum": ["true", "false"], "default": "false"},
+    ),
 ]
 
-_PATHS: dict[str, Any] = {
+_AT = _param(
+    "at",
+    "query",
+    "earliest, latest (default) or a time in epoch ms: the first offset at or after it",
+    {"anyOf": [{"enum": ["earliest", "latest"]}, _int(0, INT64_MAX)], "default": "latest"},
+)
+
+_FETCHED = {
+    "description": "Records, as the Accept header asks (NDJSON: one Record a line)",
+    "headers": {
+        "Millstream-Next-Offset": {
+            "description": "Raw batches only: the offset to fetch next",
+            "schema": {"type": "integer"},
+        },
+        "Millstream-High-Watermark": {
+            "description": "Raw batches only: the partition's next offset to be written",
+            "schema": {"type": "integer"},
+        },
+    },
+    "content": {
+        **_json("FetchResult"),
+        _BATCHES: _BINARY,
+        "application/x-ndjson": {"schema": ref("Record")},  # the schema of each line
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
+}
+
+_TOPIC_PATHS: dict[str, Any] = {
     "/v1/topics": {
         "get": {
             "summary": "List topics",
@@ -234,7 +138,7 @@ _PATHS: dict[str, Any] = {
             "summary": "Create a topic",
             "operationId": "createTopic",
             "requestBody": {"required": True, "content": _json("NewTopic")},
-            "responses": {"201": _ok("Created", "Topic"), **_errors("400", "409")},
+            "responses": {"201": _ok("Created", "Topic"), **_errors(*_WRITE_ERRORS, "409")},
         },
     },
     "/v1/topics/{topic}": {
@@ -248,14 +152,17 @@ _PATHS: dict[str, Any] = {
             "summary": "Grow partitions or change config",
             "operationId": "alterTopic",
             "requestBody": {"required": True, "content": _json("TopicChange")},
-            "responses": {"200": _ok("Changed", "Topic"), **_errors("400", "404")},
+            "responses": {"200": _ok("Changed", "Topic"), **_errors(*_WRITE_ERRORS, "404")},
         },
         "delete": {
             "summary": "Delete a topic and its data",
             "operationId": "deleteTopic",
-            "responses": {"204": {"description": "Deleted"}, **_errors("404")},
+            "responses": {"204": {"description": "Deleted"}, **_errors("404", "503")},
         },
     },
+}
+
+_RECORD_PATHS: dict[str, Any] = {
     "/v1/topics/{topic}/records": {
         "parameters": [_TOPIC],
         "post": {
@@ -263,7 +170,10 @@ _PATHS: dict[str, Any] = {
             "operationId": "produceRecords",
             "parameters": [_ACKS],
             "requestBody": {"required": True, "content": _json("ProduceRequest")},
-            "responses": {"200": _ok("Offsets", "ProduceResult"), **_errors("400", "404", "413")},
+            "responses": {
+                "200": _ok("Offsets, one per record in request order", "ProduceResult"),
+                **_errors(*_WRITE_ERRORS, "404"),
+            },
         },
     },
     "/v1/topics/{topic}/partitions/{partition}/batches": {
@@ -274,11 +184,11 @@ _PATHS: dict[str, Any] = {
             "parameters": [_ACKS],
             "requestBody": {
                 "required": True,
-                "content": {_BATCHES: {"schema": {"type": "string", "format": "binary"}}},
+                "content": {_BATCHES: _BINARY, "application/octet-stream": _BINARY},
             },
             "responses": {
                 "200": _ok("Offsets assigned", "BatchResult"),
-                **_errors("400", "404", "413", "415"),
+                **_errors(*_WRITE_ERRORS, "404", "415"),
             },
         },
     },
@@ -287,67 +197,44 @@ _PATHS: dict[str, Any] = {
         "get": {
             "summary": "Read records from an offset (JSON, raw batches, NDJSON or SSE stream)",
             "operationId": "fetchRecords",
-            "responses": {
-                "200": {
-                    "description": "Records; the representation follows the Accept header",
-                    "headers": {
-                        "Millstream-Next-Offset": {"schema": {"type": "integer"}},
-                        "Millstream-High-Watermark": {"schema": {"type": "integer"}},
-                    },
-                    "content": {
-                        **_json("FetchResult"),
-                        _BATCHES: {"schema": {"type": "string", "format": "binary"}},
-                        "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/Record"}},
-                        "text/event-stream": {"schema": {"type": "string"}},
-                    },
-                },
-                **_errors("400", "404", "416"),
-            },
+            "responses": {"200": _FETCHED, **_errors("400", "404", "416", "503")},
         },
     },
     "/v1/topics/{topic}/partitions/{partition}/offsets": {
-        "parameters": [
-            _TOPIC,
-            _PARTITION,
-            _param("at", "query", "earliest, latest or epoch ms", {"type": "string"}),
-        ],
+        "parameters": [_TOPIC, _PARTITION, _AT],
         "get": {
             "summary": "Look up an offset by position or time",
             "operationId": "lookupOffset",
-            "responses": {"200": _ok("Offset", "Offset"), **_errors("400", "404")},
+            "responses": {"200": _ok("Offset", "Offset"), **_errors("400", "404", "503")},
         },
     },
-    "/v1/openapi.json": {
-        "get": {
-            "summary": "This document",
-            "operationId": "openapi",
-            "responses": {"200": {"description": "OpenAPI document"}},
-        }
-    },
-    "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics",
-            "operationId": "metrics",
-            "responses": {"200": {"description": "Prometheus text format"}},
-        }
-    },
-    "/healthz": {
-        "get": {
-            "summary": "Liveness",
-            "operationId": "healthz",
-            "responses": {"200": {"description": "The process is serving"}},
-        }
-    },
-    "/readyz": {
-        "get": {
-            "summary": "Readiness",
-            "operationId": "readyz",
-            "responses": {
-                "200": {"description": "Logs recovered; serving"},
-                "503": {"description": "Starting or stopping"},
-            },
-        }
-    },
+}
+
+
+def _service(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "operationId": operation_id, "responses": responses}}
+
+
+_SERVICE_PATHS: dict[str, Any] = {
+    "/v1/openapi.json": _service(
+        "openapi",
+        "This document",
+        {"200": {"description": "OpenAPI document", "content": {"application/json": {}}}},
+    ),
+    "/metrics": _service(
+        "metrics",
+        "Prometheus metrics",
+        {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+    ),
+    "/healthz": _service("healthz", "Liveness", {"200": _ok("The process is serving", "Status")}),
+    "/readyz": _service(
+        "readyz",
+        "Readiness",
+        {
+            "200": _ok("Logs recovered; serving", "Status"),
+            "503": _ok("Starting or stopping", "Status"),
+        },
+    ),
 }
 
 
@@ -355,9 +242,9 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Millstream broker", "version": __version__},
-        "paths": _PATHS,
+        "paths": {**_TOPIC_PATHS, **_RECORD_PATHS, **_SERVICE_PATHS},
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": schemas(),
             "responses": {
                 "Error": {
                     "description": "A refused request: nothing of it was applied",

@@ -7,11 +7,31 @@ way everywhere.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from decimal import Decimal
+from typing import Any, Final
 
 from aiohttp import web
 
 from millstream import errors
+
+# Offsets and timestamps are Kafka int64s; nothing a client sends may be larger.
+INT64_MAX: Final = 2**63 - 1
+# ASCII digits only: int() also takes "1_000", " 7 " and other scripts' digits.
+_INTEGER: Final = re.compile(r"-?[0-9]+")
+# Longer than any int64 can be written, so int() never sees a 5,000-digit string.
+_MAX_DIGITS: Final = 20
+
+
+def parse_int(name: str, raw: str, *, minimum: int, maximum: int) -> int:
+    """``raw`` as a decimal integer within [minimum, maximum], or InvalidRequest."""
+    if not _INTEGER.fullmatch(raw):
+        raise errors.InvalidRequest(f"parameter {name!r} must be an integer, got {raw!r}")
+    if len(raw) > _MAX_DIGITS or not minimum <= int(raw) <= maximum:
+        raise errors.InvalidRequest(
+            f"parameter {name!r} must be between {minimum} and {maximum}, got {raw}"
+        )
+    return int(raw)
 
 
 def int_param(
@@ -19,28 +39,22 @@ def int_param(
     name: str,
     default: int | None = None,
     *,
-    minimum: int | None = None,
-    maximum: int | None = None,
+    minimum: int = 0,
+    maximum: int = INT64_MAX,
 ) -> int:
     """An integer from the path or the query string, within [minimum, maximum]."""
     raw = request.match_info.get(name, request.query.get(name))
-    if raw is None or raw == "":
+    if raw is None:  # "?offset=" is no integer either: refused below, as the document says
         if default is None:
             raise errors.InvalidRequest(f"parameter {name!r} is required")
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.InvalidRequest(f"parameter {name!r} must be an integer, got {raw!r}") from None
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise errors.InvalidRequest(f"parameter {name!r} must be {bounds}, got {value}")
-    return value
+    return parse_int(name, raw, minimum=minimum, maximum=maximum)
 
 
 def partition_param(request: web.Request) -> int:
     raw = request.match_info["partition"]
-    if not raw.isdigit():
+    # Anything but a short run of ASCII digits names no partition (str.isdigit takes "²").
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS:
         raise errors.UnknownPartition(f"partition must be a non-negative integer, got {raw!r}")
     return int(raw)
 
@@ -58,12 +72,29 @@ async def json_body(request: web.Request) -> Any:
     if not raw:
         raise errors.MalformedJson("request body is empty; expected JSON")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_float=_json_number, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise errors.MalformedJson("request body nests arrays or objects too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise errors.MalformedJson(f"request body is not valid JSON: {exc}") from None
 
 
+def _json_number(literal: str) -> int | float:
+    # JSON has one number type and JSON Schema counts 3.0 as the integer 3, so an integral
+    # literal is an int here too. Decimal keeps 1e18 exact; a huge exponent stays a float
+    # (refused where an integer is due) rather than becoming a million-digit int.
+    number = Decimal(literal)
+    if number.adjusted() < _MAX_DIGITS and number == number.to_integral_value():
+        return int(number)
+    return float(literal)
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json takes NaN and Infinity, which are not JSON (RFC 8259).
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def wants(request: web.Request, media_type: str) -> bool:
     """Whether the Accept header names ``media_type`` (no q-value ranking: types here are exact)."""
-    accept = request.headers.get("Accept", "")
+    accept = request.headers.get("Accept", "").lower()
     return any(part.split(";")[0].strip() == media_type for part in accept.split(","))

@@ -53,8 +53,8 @@ def _wire_name(field: str) -> str:
 
 _FIELDS = {_wire_name(f.name): f.name for f in dataclasses.fields(TopicConfig)}
 
-# Inclusive bounds for each setting.
-_BOUNDS: dict[str, tuple[int, int]] = {
+# Inclusive bounds for each setting (the OpenAPI document publishes them too).
+BOUNDS: dict[str, tuple[int, int]] = {
     "segment.bytes": (4 * KIB, 1024 * MIB),
     "segment.ms": (1, 2**62),
     "retention.ms": (-1, 2**62),
@@ -63,6 +63,8 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "max.message.bytes": (1 * KIB, 64 * MIB),
     "index.interval.bytes": (1, 64 * MIB),
 }
+# Values refused though within bounds: retention.ms 0 would delete everything at once.
+EXCLUDED: dict[str, int] = {"retention.ms": 0}
 
 
 def _parse_value(name: str, value: Any) -> int:
@@ -76,9 +78,9 @@ def _parse_value(name: str, value: Any) -> int:
             raise InvalidConfig(f"config {name!r} must be an integer, got {value!r}") from None
     if not isinstance(value, int):
         raise InvalidConfig(f"config {name!r} must be an integer, got {value!r}")
-    low, high = _BOUNDS[name]
+    low, high = BOUNDS[name]
     if not low <= value <= high:
         raise InvalidConfig(f"config {name!r} must be between {low} and {high}, got {value}")
-    if name == "retention.ms" and value == 0:
-        raise InvalidConfig("config 'retention.ms' must be positive or -1 (keep forever)")
+    if EXCLUDED.get(name) == value:
+        raise InvalidConfig(f"config {name!r} must not be {value} (retention.ms: -1 keeps forever)")
     return value

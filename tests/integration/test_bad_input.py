@@ -6,13 +6,16 @@ topic's offsets and sizes did not move and that the broker still answers.
 
 from __future__ import annotations
 
+import http.client
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from crc32c import crc32c
 
-from millstream.records import BatchBuilder
+from millstream.records import CRC_START, HEADER_SIZE, BatchBuilder
 from tests.support.broker import BrokerProcess
 from tests.support.http import Reply, call
 
@@ -47,6 +50,25 @@ def flipped(batch: bytes, at: int) -> bytes:
 
 def _records(body: Any) -> tuple[str, str, dict[str, Any]]:
     return ("POST", "/v1/topics/t/records", {"json": body})
+
+
+def _raw_records(records: bytes) -> tuple[str, str, dict[str, Any]]:
+    """A produce body as bytes, for what json.dumps cannot write (lone surrogates, NaN)."""
+    return ("POST", "/v1/topics/t/records", {"data": b'{"records": ' + records + b"}"})
+
+
+# In a batch of one small record: length, attributes, timestamp delta, offset delta, key length.
+KEY_LENGTH_AT = HEADER_SIZE + 4
+
+
+def key_length_lies(length: int) -> bytes:
+    """One record whose key length field says ``length``, under a CRC that holds."""
+    builder = BatchBuilder()
+    builder.append(b"v", None, timestamp=0)
+    raw = bytearray(builder.build())
+    raw[KEY_LENGTH_AT] = (length << 1) ^ (length >> 63)  # zig-zag, one byte for small values
+    raw[17:21] = crc32c(bytes(raw[CRC_START:])).to_bytes(4, "big")
+    return bytes(raw)
 
 
 CASES: dict[str, tuple[str, str, dict[str, Any], int, str]] = {
@@ -310,6 +332,143 @@ CASES: dict[str, tuple[str, str, dict[str, Any], int, str]] = {
     ),
     "unknown route": ("GET", "/v2/everything", {}, 404, "not_found"),
     "wrong method": ("PUT", "/v1/topics", {"json": {}}, 405, "method_not_allowed"),
+    # Found by fuzzing the API from its OpenAPI document (test_api_fuzz.py): each was a 500,
+    # a silent acceptance of something the document refuses, or a wrong partition served.
+    "timestamp past int64": (
+        *_records({"records": [{"value": "v", "timestamp": 2**63}]}),
+        400,
+        "invalid_request",
+    ),
+    "lone surrogate value": (*_raw_records(b'[{"value": "\\ud800"}]'), 400, "invalid_request"),
+    "lone surrogate key": (
+        *_raw_records(b'[{"value": "v", "key": "\\udfff"}]'),
+        400,
+        "invalid_request",
+    ),
+    "lone surrogate header key": (
+        *_raw_records(b'[{"value": "v", "headers": [{"key": "\\ud800"}]}]'),
+        400,
+        "invalid_request",
+    ),
+    "NaN is not JSON": (
+        *_raw_records(b'[{"value": "v", "timestamp": NaN}]'),
+        400,
+        "malformed_json",
+    ),
+    "nesting too deep": ("POST", "/v1/topics", {"data": b"[" * 100_000}, 400, "malformed_json"),
+    "unknown body field": (
+        *_records({"records": [{"value": "v"}], "acks": "all"}),
+        400,
+        "invalid_request",
+    ),
+    "unknown header field": (
+        *_records({"records": [{"value": "v", "headers": [{"key": "h", "vaule": "x"}]}]}),
+        400,
+        "invalid_request",
+    ),
+    "base64 with excess padding": (
+        *_records({"records": [{"value_base64": "AAAA="}]}),
+        400,
+        "invalid_request",
+    ),
+    "config is an array": (
+        "POST",
+        "/v1/topics",
+        {"json": {"name": "z", "config": []}},
+        400,
+        "invalid_config",
+    ),
+    "config is zero": (
+        "POST",
+        "/v1/topics",
+        {"json": {"name": "z", "config": 0}},
+        400,
+        "invalid_config",
+    ),
+    "alter config is an array": (
+        "PATCH",
+        "/v1/topics/t",
+        {"json": {"config": []}},
+        400,
+        "invalid_config",
+    ),
+    "config string with underscores": (
+        "POST",
+        "/v1/topics",
+        {"json": {"name": "z", "config": {"retention.ms": "86_400_000"}}},
+        400,
+        "invalid_config",
+    ),
+    "partition is a superscript digit": (
+        "GET",
+        "/v1/topics/t/partitions/%C2%B2/records",
+        {},
+        404,
+        "unknown_partition",
+    ),
+    "partition is an arabic-indic digit": (
+        "GET",
+        "/v1/topics/t/partitions/%D9%A1/records",
+        {},
+        404,
+        "unknown_partition",
+    ),
+    "partition of 5000 digits": (
+        "GET",
+        "/v1/topics/t/partitions/" + "9" * 5000 + "/records",
+        {},
+        404,
+        "unknown_partition",
+    ),
+    "offset past int64": (
+        "GET",
+        f"/v1/topics/t/partitions/0/records?offset={2**63}",
+        {},
+        400,
+        "invalid_request",
+    ),
+    "offset left empty": (
+        "GET",
+        "/v1/topics/t/partitions/0/records?offset=",
+        {},
+        400,
+        "invalid_request",
+    ),
+    "offset with underscores": (
+        "GET",
+        "/v1/topics/t/partitions/0/records?offset=1_0",
+        {},
+        400,
+        "invalid_request",
+    ),
+    "offset is an arabic-indic digit": (
+        "GET",
+        "/v1/topics/t/partitions/0/records?offset=%D9%A1",
+        {},
+        400,
+        "invalid_request",
+    ),
+    "lookup at a negative time": (
+        "GET",
+        "/v1/topics/t/partitions/0/offsets?at=-5",
+        {},
+        400,
+        "invalid_request",
+    ),
+    "lookup at 5000 digits": (
+        "GET",
+        "/v1/topics/t/partitions/0/offsets?at=" + "9" * 5000,
+        {},
+        400,
+        "invalid_request",
+    ),
+    "batch records run astray under a good CRC": (
+        "POST",
+        "/v1/topics/t/partitions/0/batches",
+        {"data": key_length_lies(50), "headers": {"Content-Type": BATCH}},
+        400,
+        "corrupt_batch",
+    ),
 }
 
 
@@ -360,3 +519,68 @@ def test_good_requests_still_work_afterwards(broker: BrokerProcess) -> None:
     assert reply.status == 200, reply.body
     got = call("GET", f"{broker.url}/v1/topics/t/partitions/0/records?offset=0").json
     assert [r["value"] for r in got["records"]] == ["seed", "value-0", "value-1", "value-2"]
+
+
+def test_wrong_method_names_the_allowed_ones(broker: BrokerProcess) -> None:
+    reply = call("PUT", f"{broker.url}/v1/topics/t")
+    assert reply.status == 405
+    assert reply.error_code == "method_not_allowed"
+    allowed = {method.strip() for method in reply.headers["Allow"].split(",")}
+    assert allowed == {"DELETE", "GET", "HEAD", "PATCH"}
+
+
+def test_a_stream_ends_when_its_topic_is_deleted(broker: BrokerProcess) -> None:
+    # It used to go on for good, busy-looping on the deleted log and pinning a core.
+    assert call("POST", f"{broker.url}/v1/topics", {"name": "short-lived"}).status == 201
+    host, port = broker.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request(
+        "GET",
+        "/v1/topics/short-lived/partitions/0/records?offset=0",
+        headers={"Accept": "application/x-ndjson"},
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert call("DELETE", f"{broker.url}/v1/topics/short-lived").status == 204
+    started = time.monotonic()
+    assert response.read() == b""  # the stream ends: no timeout
+    assert time.monotonic() - started < 5
+    connection.close()
+
+
+def test_what_the_document_allows_is_taken(broker: BrokerProcess) -> None:
+    # JSON Schema counts 2.0 as an integer and the document says optional fields may be null.
+    body = {"name": "lenient", "partitions": 2.0, "config": {"retention.ms": "86400000"}}
+    reply = call("POST", f"{broker.url}/v1/topics", body)
+    assert reply.status == 201, reply.body
+    assert len(reply.json["partitions"]) == 2
+    assert reply.json["config"]["retention.ms"] == 86_400_000
+    assert (
+        call("POST", f"{broker.url}/v1/topics", {"name": "nulls", "partitions": None}).status == 201
+    )
+    records = [
+        {"value": "a", "partition": 1.0, "timestamp": 1.7e12, "headers": None},
+        {"value_base64": None, "key": None, "key_base64": "AAE=", "headers": {"h": None}},
+    ]
+    reply = call("POST", f"{broker.url}/v1/topics/lenient/records", {"records": records})
+    assert reply.status == 200, reply.body
+    assert reply.json["offsets"][0] == {"partition": 1, "offset": 0}
+    got = call("GET", f"{broker.url}/v1/topics/lenient/partitions/1/records?offset=0").json
+    assert got["records"][0]["timestamp"] == 1_700_000_000_000
+
+
+def test_a_negative_key_length_reads_back_as_null_as_in_kafka(broker: BrokerProcess) -> None:
+    # Kafka reads any negative key or value length as null; the check at produce time and
+    # every later read must agree, or a stored batch could not be served.
+    assert call("POST", f"{broker.url}/v1/topics", {"name": "poison"}).status == 201
+    reply = call(
+        "POST",
+        f"{broker.url}/v1/topics/poison/partitions/0/batches",
+        data=key_length_lies(-2),
+        headers={"Content-Type": BATCH},
+    )
+    assert reply.status == 200, reply.body
+    readable = call("GET", f"{broker.url}/v1/topics/poison/partitions/0/records?offset=0")
+    assert readable.status == 200, readable.body
+    assert readable.json["records"][0]["key"] is None
+    assert readable.json["records"][0]["value"] == "v"

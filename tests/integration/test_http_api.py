@@ -146,26 +146,37 @@ def test_long_poll_times_out_empty(broker: BrokerProcess) -> None:
     assert got == {"records": [], "next_offset": 0, "high_watermark": 0}
 
 
-@pytest.mark.parametrize("accept", ["application/x-ndjson", "text/event-stream"])
-def test_stream_follows_the_log(broker: BrokerProcess, accept: str) -> None:
-    create(broker, "follow")
-    call("POST", f"{broker.url}/v1/topics/follow/records", {"records": [{"value": "a"}]})
+def read_stream_while_producing(
+    broker: BrokerProcess, topic: str, query: str, accept: str
+) -> tuple[bytes, str]:
+    """Read a stream from offset 0 of a new topic holding "a" while "b" and "c" arrive
+    0.3 s later; the body and its content type."""
+    create(broker, topic)
+    call("POST", f"{broker.url}/v1/topics/{topic}/records", {"records": [{"value": "a"}]})
     later = threading.Timer(
         0.3,
         lambda: call(
             "POST",
-            f"{broker.url}/v1/topics/follow/records",
+            f"{broker.url}/v1/topics/{topic}/records",
             {"records": [{"value": "b"}, {"value": "c"}]},
         ),
     )
     later.start()
     req = urllib.request.Request(
-        f"{broker.url}/v1/topics/follow/partitions/0/records?offset=0&max_records=3",
+        f"{broker.url}/v1/topics/{topic}/partitions/0/records?offset=0&{query}",
         headers={"Accept": accept},
     )
-    with urllib.request.urlopen(req, timeout=20) as resp:
-        text = resp.read().decode()
-    later.join()
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.read(), resp.headers["Content-Type"]
+    finally:
+        later.join()
+
+
+@pytest.mark.parametrize("accept", ["application/x-ndjson", "text/event-stream"])
+def test_stream_follows_the_log(broker: BrokerProcess, accept: str) -> None:
+    text, _ = read_stream_while_producing(broker, "follow", "max_records=3", accept)
+    text = text.decode()
     if accept == "text/event-stream":
         events = [e for e in text.split("\n\n") if e.startswith("id:")]
         assert [e.split("\n")[0] for e in events] == ["id: 0", "id: 1", "id: 2"]
@@ -238,6 +249,16 @@ def test_health_readiness_metrics_and_openapi(broker: BrokerProcess) -> None:
     assert "/v1/topics/{topic}/partitions/{partition}/batches" in spec["paths"]
 
 
+def test_a_deleted_topic_leaves_no_metrics_behind(broker: BrokerProcess) -> None:
+    # Topics created and deleted by the thousand must not grow the metrics for ever.
+    create(broker, "passing")
+    call("POST", f"{broker.url}/v1/topics/passing/records", {"records": [{"value": "x"}]})
+    fetch(broker, "passing", 0)
+    assert 'topic="passing"' in call("GET", f"{broker.url}/metrics").body.decode()
+    assert call("DELETE", f"{broker.url}/v1/topics/passing").status == 204
+    assert 'topic="passing"' not in call("GET", f"{broker.url}/metrics").body.decode()
+
+
 def test_graceful_stop_then_restart_keeps_everything(tmp_path: Path) -> None:
     broker = BrokerProcess(tmp_path / "data").start()
     try:
@@ -269,3 +290,14 @@ def test_offset_lookup_by_time_is_exact_inside_a_batch(broker: BrokerProcess) ->
     assert call("GET", f"{base}?at=2001").json["offset"] == 2
     assert call("GET", f"{base}?at=0").json["offset"] == 0
     assert call("GET", f"{base}?at=5001").json["offset"] == 5
+
+
+def test_raw_stream_follows_the_log_in_whole_batches(broker: BrokerProcess) -> None:
+    body, content_type = read_stream_while_producing(
+        broker, "rawfollow", "follow=true&max_records=3", BATCH
+    )
+    assert content_type == BATCH
+    batches = list(iter_batches(body))
+    assert [(b.base_offset, b.record_count) for b in batches] == [(0, 1), (1, 2)]
+    values = [r.value for b in batches for r in decode_batch(body, b.position)]
+    assert values == [b"a", b"b", b"c"]

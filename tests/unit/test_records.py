@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from crc32c import crc32c
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
@@ -182,3 +183,17 @@ def test_trailing_bytes_inside_a_batch_are_refused() -> None:
     raw[8:12] = (int.from_bytes(raw[8:12], "big") + 3).to_bytes(4, "big")
     with pytest.raises(CorruptBatch, match="unconsumed"):
         records.check_batch(_with_valid_crc(raw))
+
+
+@pytest.mark.parametrize("length_byte", [0x03, 0x05, 0x7F])  # zig-zag -2, -3, -64
+def test_any_negative_key_length_reads_as_null_as_in_kafka(length_byte: int) -> None:
+    # The produce-time check (aiokafka's reader) and our decoder must agree on every batch.
+    builder = records.BatchBuilder()
+    builder.append(b"v", None, TS)
+    raw = bytearray(builder.build())
+    key_length_at = records.HEADER_SIZE + 4  # record length, attributes, ts and offset deltas
+    assert raw[key_length_at] == 0x01  # -1: null
+    raw[key_length_at] = length_byte
+    raw[17:21] = crc32c(bytes(raw[records.CRC_START :])).to_bytes(4, "big")
+    records.check_batch(bytes(raw))
+    assert records.decode_batch(bytes(raw))[0].key is None
