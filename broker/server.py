@@ -1,8 +1,9 @@
 """The broker process: open the data directory, serve HTTP, keep house, shut down cleanly.
 
 Called by ``millstream serve`` (and so by tests, which start real processes). Start-up order:
-recover every log, then listen, then report the address on stdout; shutdown order: refuse new
-work and report not-ready, let in-flight requests finish, then fsync and close every log.
+recover every log and replay the groups' committed offsets, then listen, then report the
+address on stdout; shutdown order: refuse new work and report not-ready, let in-flight requests
+finish, then fsync and close every log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from millstream.broker.groups.coordinator import GroupCoordinator, GroupSettings
 from millstream.broker.http.app import make_app
 from millstream.broker.http.keys import STOPPING, HttpSettings
 from millstream.broker.http.metrics import BrokerMetrics
@@ -37,9 +39,10 @@ class BrokerSettings:
     shutdown_timeout_s: float = 10.0
     topic_defaults: TopicConfig = field(default_factory=TopicConfig)
     http: HttpSettings = field(default_factory=HttpSettings)
+    groups: GroupSettings = field(default_factory=GroupSettings)
 
 
-async def _housekeeping(logs: LogManager, interval: float) -> None:
+async def _housekeeping(logs: LogManager, groups: GroupCoordinator, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         now = time.time_ns() // 1_000_000
@@ -48,6 +51,7 @@ async def _housekeeping(logs: LogManager, interval: float) -> None:
             deleted = logs.enforce_retention(now)
             if deleted:
                 log.info("retention removed %d segment(s)", deleted)
+            await groups.maintain()
         except Exception:  # keep the broker serving; the next round tries again
             log.exception("housekeeping failed")
 
@@ -59,7 +63,12 @@ async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
     logs = LogManager(settings.data_dir, settings.topic_defaults, on_sync=metrics.observe_fsync)
     logs.open()
     metrics.watch_logs(logs)
-    app = make_app(logs, metrics, settings.http)
+    coordinator = GroupCoordinator(
+        logs, settings.data_dir / "internal" / "group-offsets", settings.groups
+    )
+    coordinator.start()
+    metrics.watch_groups(coordinator)
+    app = make_app(logs, coordinator, metrics, settings.http)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
     )
@@ -73,7 +82,9 @@ async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
         flush=True,
     )
     log.info("ready in %.2fs, %d topic(s)", time.monotonic() - started, len(logs.topic_names()))
-    housekeeping = asyncio.create_task(_housekeeping(logs, settings.housekeeping_interval_s))
+    housekeeping = asyncio.create_task(
+        _housekeeping(logs, coordinator, settings.housekeeping_interval_s)
+    )
     try:
         await stop.wait()
     finally:
@@ -81,6 +92,7 @@ async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
         app[STOPPING].set()
         housekeeping.cancel()
         await runner.cleanup()
+        await coordinator.close()
         await logs.close()
         log.info("stopped; all logs flushed")
 

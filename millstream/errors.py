@@ -74,6 +74,14 @@ class MethodNotAllowed(InvalidRequest):
     code = "method_not_allowed"
 
 
+class InvalidGroupId(InvalidRequest):
+    code = "invalid_group_id"
+
+
+class InvalidSessionTimeout(InvalidRequest):
+    code = "invalid_session_timeout"
+
+
 class NotFound(MillstreamError):
     code = "not_found"
 
@@ -84,6 +92,44 @@ class UnknownTopic(NotFound):
 
 class UnknownPartition(NotFound):
     code = "unknown_partition"
+
+
+class UnknownGroup(NotFound):
+    code = "unknown_group"
+
+
+class GroupConflict(MillstreamError):
+    """The request does not fit the group's current state; the member should rejoin."""
+
+    code = "group_conflict"
+
+
+class UnknownMember(GroupConflict):
+    """The member was evicted (session timeout, left, group reset) or never joined."""
+
+    code = "unknown_member"
+
+
+class IllegalGeneration(GroupConflict):
+    """The member speaks for a generation that has ended (it missed a rebalance)."""
+
+    code = "illegal_generation"
+
+
+class RebalanceInProgress(GroupConflict):
+    code = "rebalance_in_progress"
+
+
+class InconsistentGroupProtocol(GroupConflict):
+    """No protocol every member supports, or a protocol type other than the group's."""
+
+    code = "inconsistent_group_protocol"
+
+
+class GroupNotEmpty(GroupConflict):
+    """Deleting a group or resetting its offsets needs a group without live members."""
+
+    code = "group_not_empty"
 
 
 class TopicExists(MillstreamError):

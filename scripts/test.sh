@@ -22,5 +22,10 @@ ln -s "$PWD/broker" "$view/millstream/broker"
 echo "== import-linter (layers)"
 (cd "$view" && PYTHONPATH="$view" "$OLDPWD/.venv/bin/lint-imports" "$OLDPWD/.importlinter")
 
+echo "== helm and kubectl (fetched once, cached after)"
+# tests/k8s runs helm from there, and fails (does not skip) without it.
+MILLSTREAM_TOOLS_DIR=$(bash scripts/k8s-tools.sh)
+export MILLSTREAM_TOOLS_DIR
+
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -1,8 +1,8 @@
 """Assembles the broker's aiohttp application from its route modules.
 
 Called by ``millstream.broker.server`` (and by tests that want an app without a process).
-The app serves an already opened :class:`LogManager`; opening and closing it is the server's
-job, so the same app works over any data directory.
+The app serves an already opened :class:`LogManager` and :class:`GroupCoordinator`; opening
+and closing them is the server's job, so the same app works over any data directory.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import json
 
 from aiohttp import web
 
-from millstream.broker.http import fetch, produce, topics
+from millstream.broker.groups.coordinator import GroupCoordinator
+from millstream.broker.http import fetch, groups, produce, topics
 from millstream.broker.http.errors import error_middleware
 from millstream.broker.http.keys import (
+    GROUPS,
     LOGS,
     METRICS,
     PARTITIONER,
@@ -55,7 +57,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def make_app(
-    logs: LogManager, metrics: BrokerMetrics, settings: HttpSettings | None = None
+    logs: LogManager,
+    coordinator: GroupCoordinator,
+    metrics: BrokerMetrics,
+    settings: HttpSettings | None = None,
 ) -> web.Application:
     settings = settings or HttpSettings()
     app = web.Application(
@@ -63,10 +68,11 @@ def make_app(
         middlewares=[metrics_middleware(metrics), error_middleware],  # type: ignore[list-item]
     )
     app[LOGS] = logs
+    app[GROUPS] = coordinator
     app[METRICS] = metrics
     app[SETTINGS] = settings
     app[PARTITIONER] = StickyPartitioner()
     app[STOPPING] = asyncio.Event()
-    for table in (topics.routes, produce.routes, fetch.routes, _service):
+    for table in (topics.routes, produce.routes, fetch.routes, groups.routes, _service):
         app.add_routes(table)
     return app

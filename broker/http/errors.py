@@ -28,6 +28,7 @@ STATUS: dict[type[errors.MillstreamError], int] = {
     errors.MethodNotAllowed: 405,
     errors.NotFound: 404,
     errors.TopicExists: 409,
+    errors.GroupConflict: 409,
     errors.OffsetOutOfRange: 416,
     errors.StorageError: 503,
     errors.BrokerUnavailable: 503,

@@ -79,11 +79,7 @@ def _bytes_field(item: dict[str, Any], name: str, where: str) -> bytes | None:
     if text is not None and encoded is not None:
         raise errors.InvalidRequest(f"{where} has both {name!r} and {name + '_base64'!r}")
     if encoded is not None:
-        if not isinstance(encoded, str):
-            raise errors.InvalidRequest(f"{where}.{name}_base64 must be a base64 string")
-        if not BASE64.fullmatch(encoded):
-            raise errors.InvalidRequest(f"{where}.{name}_base64 is not valid base64")
-        return base64.b64decode(encoded)
+        return decode_base64(encoded, f"{where}.{name}_base64")
     if text is None:
         return None
     if not isinstance(text, str):
@@ -92,6 +88,15 @@ def _bytes_field(item: dict[str, Any], name: str, where: str) -> bytes | None:
             f"send binary as {name}_base64)"
         )
     return _utf8(text, f"{where}.{name}", f"send binary as {name}_base64")
+
+
+def decode_base64(encoded: Any, where: str) -> bytes:
+    """The bytes of a ``*_base64`` field, or InvalidRequest naming the field."""
+    if not isinstance(encoded, str):
+        raise errors.InvalidRequest(f"{where} must be a base64 string")
+    if not BASE64.fullmatch(encoded):
+        raise errors.InvalidRequest(f"{where} is not valid base64")
+    return base64.b64decode(encoded)
 
 
 def _utf8(text: str, where: str, hint: str) -> bytes:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from millstream.broker.groups.coordinator import GroupCoordinator
 from millstream.broker.http.metrics import BrokerMetrics
 from millstream.broker.storage.log_manager import LogManager
 from millstream.partitioner import StickyPartitioner
@@ -20,6 +21,7 @@ class HttpSettings:
 
 
 LOGS = web.AppKey("logs", LogManager)
+GROUPS = web.AppKey("groups", GroupCoordinator)
 METRICS = web.AppKey("metrics", BrokerMetrics)
 PARTITIONER = web.AppKey("partitioner", StickyPartitioner)
 SETTINGS = web.AppKey("settings", HttpSettings)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from millstream.broker.groups.coordinator import GroupCoordinator
     from millstream.broker.storage.log_manager import LogManager
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -72,6 +73,9 @@ class BrokerMetrics:
     def watch_logs(self, logs: LogManager) -> None:
         self.registry.register(_LogCollector(logs))
 
+    def watch_groups(self, coordinator: GroupCoordinator) -> None:
+        self.registry.register(_GroupCollector(coordinator))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -95,6 +99,47 @@ class _LogCollector(Collector):
                 start.add_metric(key, log.log_start_offset)
                 end.add_metric(key, log.high_watermark)
         yield from (size, start, end)
+
+
+class _GroupCollector(Collector):
+    """Groups, members, rebalances, committed offsets and lag, read at scrape time."""
+
+    def __init__(self, coordinator: GroupCoordinator) -> None:
+        self._coordinator = coordinator
+
+    def collect(self) -> Iterator[Metric]:
+        groups = GaugeMetricFamily("millstream_groups", "Consumer groups", labels=["state"])
+        members = GaugeMetricFamily(
+            "millstream_group_members", "Live members of a group", labels=["group"]
+        )
+        rebalances = CounterMetricFamily(
+            "millstream_group_rebalances",
+            "Rebalances started since the broker started",
+            labels=["group"],
+        )
+        labels = ["group", "topic", "partition"]
+        committed = GaugeMetricFamily(
+            "millstream_group_committed_offset", "Committed offset", labels=labels
+        )
+        lag = GaugeMetricFamily(
+            "millstream_group_lag", "Log end offset minus committed offset", labels=labels
+        )
+        states: dict[str, int] = {}
+        for group_id in self._coordinator.group_ids():
+            summary = self._coordinator.summary(group_id)
+            states[summary["state"]] = states.get(summary["state"], 0) + 1
+            members.add_metric([group_id], summary["members"])
+            for row in self._coordinator.lag(group_id):
+                key = [group_id, row["topic"], str(row["partition"])]
+                if row["committed"] is not None:
+                    committed.add_metric(key, row["committed"])
+                if row["lag"] is not None:
+                    lag.add_metric(key, row["lag"])
+        for state, count in sorted(states.items()):
+            groups.add_metric([state], count)
+        for group_id, count in self._coordinator.rebalances().items():
+            rebalances.add_metric([group_id], count)
+        yield from (groups, members, rebalances, committed, lag)
 
 
 def metrics_middleware(metrics: BrokerMetrics) -> Callable[..., object]:

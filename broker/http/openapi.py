@@ -211,6 +211,123 @@ _RECORD_PATHS: dict[str, Any] = {
 }
 
 
+_GROUP = _param("group", "path", "Group id", ref("GroupId"))
+_CONFLICT = "409"  # the member must rejoin: unknown_member, illegal_generation, ...
+
+
+def _group_call(
+    operation_id: str, summary: str, body: str, ok: dict[str, Any], *errors: str
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation_id,
+            "requestBody": {"required": True, "content": _json(body)},
+            "responses": {**ok, **_errors("400", *errors)},
+        }
+    }
+
+
+_NO_CONTENT = {"204": {"description": "Done"}}
+
+_GROUP_PATHS: dict[str, Any] = {
+    "/v1/groups": {
+        "get": {
+            "summary": "List consumer groups",
+            "operationId": "listGroups",
+            "responses": {"200": _ok("Groups", "GroupList")},
+        }
+    },
+    "/v1/groups/{group}": {
+        "parameters": [_GROUP],
+        "get": {
+            "summary": "Describe a group: state, members, assignment, offsets and lag",
+            "operationId": "describeGroup",
+            "responses": {"200": _ok("The group", "Group"), **_errors("400", "404")},
+        },
+        "delete": {
+            "summary": "Delete a group without live members, and its offsets",
+            "operationId": "deleteGroup",
+            "responses": {**_NO_CONTENT, **_errors("400", "404", _CONFLICT, "503")},
+        },
+    },
+    "/v1/groups/{group}/join": {
+        "parameters": [_GROUP],
+        **_group_call(
+            "joinGroup",
+            "Join, or rejoin for a rebalance; answers when the rebalance completes",
+            "JoinRequest",
+            {"200": _ok("Joined a generation", "JoinResult")},
+            _CONFLICT,
+            "503",
+        ),
+    },
+    "/v1/groups/{group}/sync": {
+        "parameters": [_GROUP],
+        **_group_call(
+            "syncGroup",
+            "Get this member's assignment (the leader brings everyone's)",
+            "SyncRequest",
+            {"200": _ok("This member's assignment", "SyncResult")},
+            _CONFLICT,
+        ),
+    },
+    "/v1/groups/{group}/heartbeat": {
+        "parameters": [_GROUP],
+        **_group_call(
+            "heartbeat",
+            "Keep the session alive; 409 rebalance_in_progress says: rejoin",
+            "MemberRef",
+            _NO_CONTENT,
+            _CONFLICT,
+        ),
+    },
+    "/v1/groups/{group}/leave": {
+        "parameters": [_GROUP],
+        **_group_call("leaveGroup", "Leave the group", "LeaveRequest", _NO_CONTENT, _CONFLICT),
+    },
+    "/v1/groups/{group}/offsets": {
+        "parameters": [_GROUP],
+        "get": {
+            "summary": "Committed offsets",
+            "operationId": "fetchOffsets",
+            "parameters": [
+                _param(
+                    "topic",
+                    "query",
+                    "Only these topics (repeatable)",
+                    {"type": "array", "items": {"type": "string"}},
+                    style="form",
+                    explode=True,
+                )
+            ],
+            "responses": {"200": _ok("Offsets", "CommittedOffsets"), **_errors("400")},
+        },
+        **_group_call(
+            "commitOffsets",
+            "Commit offsets (fenced by member and generation); answers once durable",
+            "OffsetCommit",
+            _NO_CONTENT,
+            "404",
+            _CONFLICT,
+            "503",
+        ),
+    },
+    "/v1/groups/{group}/offsets/reset": {
+        "parameters": [_GROUP],
+        **_group_call(
+            "resetOffsets",
+            "Reset a group's offsets (refused while it has live members)",
+            "OffsetReset",
+            {"200": _ok("The offsets, reset or (dry run) planned", "OffsetResetResult")},
+            "404",
+            _CONFLICT,
+            "503",
+        ),
+    },
+}
+
+
 def _service(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     return {"get": {"summary": summary, "operationId": operation_id, "responses": responses}}
 
@@ -242,7 +359,7 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Millstream broker", "version": __version__},
-        "paths": {**_TOPIC_PATHS, **_RECORD_PATHS, **_SERVICE_PATHS},
+        "paths": {**_TOPIC_PATHS, **_RECORD_PATHS, **_GROUP_PATHS, **_SERVICE_PATHS},
         "components": {
             "schemas": schemas(),
             "responses": {

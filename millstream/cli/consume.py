@@ -6,6 +6,13 @@ when it starts and exits once it has read up to all of them; with ``--follow`` i
 for new records until interrupted or ``--max-records`` is reached. Where it starts: the
 beginning when not following and the end when following, unless ``--from-beginning``,
 ``--offset`` or ``--from-timestamp`` say otherwise.
+
+With ``--group`` it subscribes as a member of that consumer group instead: it reads the
+partitions the group gives it, from the group's committed offsets (where there are none, from
+the beginning, or the end when following), commits its position as it goes and when it exits,
+and without ``--follow`` exits once its partitions are read up to the ends noted at the start.
+Records past those ends are not printed, and the position goes back to the end so they are not
+committed either.
 """
 
 from __future__ import annotations
@@ -16,10 +23,16 @@ import base64
 import json
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from millstream import errors
-from millstream.cli.options import broker_url, non_negative_int, timestamp_ms, url_options
+from millstream.cli.options import (
+    UsageError,
+    broker_url,
+    non_negative_int,
+    timestamp_ms,
+    url_options,
+)
 from millstream.client.admin import Admin
 from millstream.client.consumer import Consumer
 from millstream.client.models import ConsumerRecord, TopicPartition
@@ -55,6 +68,12 @@ def register(commands: Commands) -> None:
         metavar="MS|ISO8601",
         help="start at the first record at or after this time",
     )
+    parser.add_argument(
+        "--group",
+        "-g",
+        metavar="GROUP",
+        help="read as a member of this consumer group, from its committed offsets, committing",
+    )
     parser.add_argument("--follow", "-F", action="store_true", help="keep waiting for new records")
     parser.add_argument(
         "--max-records", "-n", type=non_negative_int, help="exit after this many records"
@@ -69,7 +88,18 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(_consume(args, sys.stdout.buffer))
+    if args.group is not None and (
+        args.partition is not None or args.offset is not None or args.from_timestamp is not None
+    ):
+        raise UsageError(
+            "--group reads what the group assigns, from its committed offsets: "
+            "--partition, --offset and --from-timestamp do not go with it"
+        )
+    asyncio.run(
+        _consume_in_group(args, sys.stdout.buffer)
+        if args.group
+        else _consume(args, sys.stdout.buffer)
+    )
     return 0
 
 
@@ -96,6 +126,23 @@ async def _consume(args: argparse.Namespace, out: BinaryIO) -> None:
         await consumer.close()
 
 
+async def _consume_in_group(args: argparse.Namespace, out: BinaryIO) -> None:
+    if args.max_records == 0:
+        return
+    async with Transport(broker_url(args)) as transport:
+        topic = await Admin(transport).describe_topic(args.topic)
+        tps = [TopicPartition(topic.name, p) for p in range(topic.partition_count)]
+        reset: Literal["earliest", "latest"] = (
+            "latest" if args.follow and not args.from_beginning else "earliest"
+        )
+        async with Consumer(
+            transport, group_id=args.group, auto_offset_reset=reset, stream=args.follow
+        ) as consumer:
+            consumer.subscribe([topic.name])
+            ends = None if args.follow else await consumer.end_offsets(tps)
+            await _print_records(consumer, args, out, ends)
+
+
 async def _seek(consumer: Consumer, args: argparse.Namespace, tps: list[TopicPartition]) -> None:
     if args.offset is not None and args.offset >= 0:
         for tp in tps:
@@ -120,17 +167,12 @@ async def _print_records(
 ) -> None:
     remaining = args.max_records
     render = render_json if args.format == "json" else render_value
-    pending = set(ends or ())
     while True:
-        if ends is not None:
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-            if not pending:
-                return
+        if ends is not None and await _read_to_the_ends(consumer, ends):
+            return
         records = await consumer.poll(timeout_ms=_POLL_MS, max_records=remaining)
         if ends is not None:  # records past the snapshot of the end are for another day
-            records = [r for r in records if r.offset < ends[TopicPartition(r.topic, r.partition)]]
+            records = _before_the_ends(consumer, records, ends)
         if records:
             out.write(b"".join(render(r) for r in records))
             out.flush()
@@ -138,6 +180,32 @@ async def _print_records(
             remaining -= len(records)
             if remaining <= 0:
                 return
+
+
+async def _read_to_the_ends(consumer: Consumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether every partition the consumer reads is read up to its end. In a group, only
+    once it has joined: before that it has no partitions."""
+    group = consumer.group_metadata()
+    if group is not None and group.generation < 0:
+        return False
+    for tp in consumer.assignment():
+        if await consumer.position(tp) < ends[tp]:
+            return False
+    return True
+
+
+def _before_the_ends(
+    consumer: Consumer, records: list[ConsumerRecord], ends: dict[TopicPartition, int]
+) -> list[ConsumerRecord]:
+    kept, past = [], set()
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if record.offset < ends[tp]:
+            kept.append(record)
+        elif tp not in past:
+            past.add(tp)
+            consumer.seek(tp, ends[tp])  # so what was not printed is not committed either
+    return kept
 
 
 def render_value(record: ConsumerRecord) -> bytes:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from millstream import __version__, errors
-from millstream.cli import consume, produce, serve, topics
+from millstream.cli import consume, groups, produce, serve, topics
 from millstream.cli.options import UsageError, url_options
 
 PROG = "millstream"
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.register(commands)
     produce.register(commands)
     consume.register(commands)
+    groups.register(commands)
     return parser
 
 

@@ -11,6 +11,12 @@ clients are for code that runs an event loop, the ``Sync*`` wrappers for plain s
         for record in consumer:
             print(record.offset, record.value)
 
+    # Members of one group share the topics' partitions; positions are committed as they go.
+    with SyncConsumer("http://127.0.0.1:9092", group_id="billing") as consumer:
+        consumer.subscribe(["orders"])
+        for record in consumer:
+            handle(record)
+
 Errors are the classes of :mod:`millstream.errors`, whichever side raised them.
 """
 
@@ -20,6 +26,12 @@ from millstream.client.delivery import RecordFuture, RecordsFuture
 from millstream.client.models import (
     DEFAULT_URL,
     ConsumerRecord,
+    GroupDescription,
+    GroupMetadata,
+    GroupPartitionOffset,
+    GroupSummary,
+    MemberDescription,
+    OffsetAndMetadata,
     PartitionInfo,
     ProducerRecord,
     RecordMetadata,
@@ -41,6 +53,12 @@ __all__ = [
     "Admin",
     "Consumer",
     "ConsumerRecord",
+    "GroupDescription",
+    "GroupMetadata",
+    "GroupPartitionOffset",
+    "GroupSummary",
+    "MemberDescription",
+    "OffsetAndMetadata",
     "PartitionInfo",
     "Producer",
     "ProducerRecord",

@@ -1,24 +1,43 @@
-"""Topic administration and offset lookups over the broker's HTTP API.
+"""Topic and consumer-group administration and offset lookups over the broker's HTTP API.
 
-Used directly by applications and by the CLI's ``topics`` commands, and internally by the
-producer (partition counts, batch limits) and the consumer (resetting and seeking positions).
+Used directly by applications, by the CLI's ``topics`` and ``groups`` commands, and internally
+by the producer (partition counts, batch limits), the consumer (resetting and seeking
+positions) and the consumer's group coordinator (partition counts for the assignment,
+committed offsets, commits).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from millstream import errors
-from millstream.client.models import DEFAULT_URL, TopicDescription, TopicSummary
-from millstream.client.transport import Transport, topic_path
+from millstream.client.models import (
+    DEFAULT_URL,
+    GroupDescription,
+    GroupSummary,
+    OffsetAndMetadata,
+    TopicDescription,
+    TopicPartition,
+    TopicSummary,
+    group_summary_from_json,
+)
+from millstream.client.transport import Transport, group_path, topic_path
 
 OffsetSpec = Literal["earliest", "latest"] | int
 ConfigValues = Mapping[str, int | str]
+ResetTo = Literal["earliest", "latest", "timestamp", "offsets"]
+# Keys may be TopicPartitions or plain (topic, partition) tuples (Mapping's keys are invariant).
+OffsetsIn = (
+    Mapping[TopicPartition, int | OffsetAndMetadata]
+    | Mapping[tuple[str, int], int | OffsetAndMetadata]
+)
+NewOffsets = Mapping[TopicPartition, int] | Mapping[tuple[str, int], int]
 
 
 class Admin:
-    """Creates, lists, describes, alters and deletes topics; looks offsets up.
+    """Creates, lists, describes, alters and deletes topics; looks offsets up; lists,
+    describes and deletes consumer groups, reads, commits and resets their offsets.
 
     ``async with Admin(url) as admin: await admin.create_topic("orders", partitions=3)``.
     Given a :class:`Transport` instead of a URL, it shares it and leaves closing it to its owner.
@@ -85,3 +104,100 @@ class Admin:
             return int(answer["offset"])
         except (KeyError, TypeError, ValueError):
             raise errors.MillstreamError(f"unexpected offset answer: {answer!r}") from None
+
+    # --- consumer groups ---------------------------------------------------------------------
+
+    async def list_groups(self) -> list[GroupSummary]:
+        answer = await self.transport.call_json("GET", "/v1/groups")
+        try:
+            return [group_summary_from_json(g) for g in answer["groups"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.MillstreamError(f"unexpected group list from the broker: {exc}") from None
+
+    async def describe_group(self, group: str) -> GroupDescription:
+        """State, members and their assignments, committed offsets and lag per partition."""
+        return GroupDescription.from_json(await self.transport.call_json("GET", group_path(group)))
+
+    async def delete_group(self, group: str) -> None:
+        """Delete a group without live members, with its committed offsets."""
+        await self.transport.call_json("DELETE", group_path(group))
+
+    async def committed_offsets(
+        self, group: str, topics: Iterable[str] | None = None
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The group's committed offsets (of ``topics`` only, if given); none for a group the
+        broker does not know."""
+        params = [("topic", t) for t in topics or ()]
+        answer = await self.transport.call_json("GET", group_path(group, "offsets"), params=params)
+        return _offsets_from(answer)
+
+    async def commit_offsets(
+        self,
+        group: str,
+        offsets: OffsetsIn,
+        *,
+        member_id: str | None = None,
+        generation: int | None = None,
+    ) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition), durably.
+
+        Without ``member_id`` the group must have no members (a consumer that assigns itself
+        its partitions); a member of the group gives its id and generation, and is refused
+        (``illegal_generation``, ``unknown_member``...) when the group has moved on.
+        """
+        body: dict[str, Any] = {"offsets": [_commit_json(tp, o) for tp, o in offsets.items()]}
+        if member_id is not None:
+            body["member_id"] = member_id
+        if generation is not None:
+            body["generation"] = generation
+        await self.transport.call_json("POST", group_path(group, "offsets"), body)
+
+    async def reset_offsets(
+        self,
+        group: str,
+        to: ResetTo,
+        topics: Iterable[str] | None = None,
+        timestamp: int | None = None,
+        offsets: NewOffsets | None = None,
+        dry_run: bool = False,
+    ) -> dict[TopicPartition, int]:
+        """Move the group's committed offsets (refused while it has live members); returns
+        the new offsets, or with ``dry_run`` the ones it would set.
+
+        ``to``: ``"earliest"``, ``"latest"``, ``"timestamp"`` (the first offset at or after
+        ``timestamp`` ms) or ``"offsets"`` (exactly ``offsets``). ``topics`` defaults to every
+        topic the group has committed offsets for.
+        """
+        body: dict[str, Any] = {"to": to, "dry_run": dry_run}
+        if topics is not None:
+            body["topics"] = list(topics)
+        if timestamp is not None:
+            body["timestamp"] = int(timestamp)
+        if offsets is not None:
+            body["offsets"] = [
+                {"topic": t, "partition": int(p), "offset": int(o)} for (t, p), o in offsets.items()
+            ]
+        answer = await self.transport.call_json("POST", group_path(group, "offsets", "reset"), body)
+        return {tp: committed.offset for tp, committed in _offsets_from(answer).items()}
+
+
+def _commit_json(tp: tuple[str, int], offset: int | OffsetAndMetadata) -> dict[str, Any]:
+    committed = offset if isinstance(offset, OffsetAndMetadata) else OffsetAndMetadata(offset)
+    return {
+        "topic": tp[0],
+        "partition": int(tp[1]),
+        "offset": committed.offset,
+        "metadata": committed.metadata,
+    }
+
+
+def _offsets_from(answer: Any) -> dict[TopicPartition, OffsetAndMetadata]:
+    try:
+        return {
+            TopicPartition(str(o["topic"]), int(o["partition"])): OffsetAndMetadata(
+                int(o["offset"]), str(o.get("metadata") or "")
+            )
+            for o in answer["offsets"]
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.MillstreamError(f"unexpected offsets from the broker: {exc}") from None

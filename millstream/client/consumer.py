@@ -1,17 +1,17 @@
 """The asyncio consumer: reads assigned partitions from positions the caller controls.
 
 Used by applications, by :mod:`~millstream.client.sync` and by ``millstream consume``. Each
-assigned partition has its own fetch task, so partitions are fetched concurrently and ahead of
-:meth:`Consumer.poll`: while the caller works on one response the next is on its way. A fetch
-asks for raw RecordBatch v2 bytes with long polling (the broker holds the request up to
-``fetch_max_wait_ms`` until data arrives) and decodes the whole response at once
-(:mod:`~millstream.client.decoding`); each task stops fetching while a response's worth of its
-records is still unread.
+assigned partition has its own fetch task (:mod:`~millstream.client.fetcher`), so partitions
+are fetched concurrently and ahead of :meth:`Consumer.poll`, which hands out what they
+buffered.
 
 Positions follow Kafka's consumer: ``position(tp)`` is the offset of the next record ``poll``
 returns. A partition without a position starts from ``auto_offset_reset``; ``seek_to_*`` set
-a reset that is resolved (one offset lookup) when the partition is next fetched. There are no
-consumer groups yet: the caller assigns partitions and keeps its own offsets.
+a reset that is resolved (one offset lookup) when the partition is next fetched. Either the
+caller assigns partitions (``assign``) or, with a ``group_id``, subscribes to topics and the
+group shares their partitions out (``subscribe``); everything group-aware, commits included,
+is delegated to :mod:`~millstream.client.coordinator`, which :meth:`Consumer.poll` gives a
+turn before it collects records.
 """
 
 from __future__ import annotations
@@ -19,75 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Iterable
-from typing import Literal
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from millstream import errors
-from millstream.client.admin import Admin, OffsetSpec
-from millstream.client.decoding import decode_fetched
-from millstream.client.models import DEFAULT_URL, ConsumerRecord, TopicPartition
-from millstream.client.transport import Transport, sleep_backoff
-from millstream.records import batch_size_at
+from millstream.client.admin import Admin, NewOffsets, OffsetSpec
+from millstream.client.fetcher import Fetcher, OffsetReset
+from millstream.client.models import DEFAULT_URL, ConsumerRecord, GroupMetadata, TopicPartition
+from millstream.client.partition_state import PartitionState
+from millstream.client.transport import Transport
+
+if TYPE_CHECKING:
+    from millstream.client.coordinator import ConsumerCoordinator, RebalanceCallback
 
 log = logging.getLogger("millstream.client.consumer")
-
-OffsetReset = Literal["earliest", "latest", "none"]
-_MAX_FETCH_BYTES = 64 * 1024 * 1024  # the broker's ceiling for max_bytes
-
-
-class _Chunk:
-    """One fetch response's records, consumed from ``index`` on."""
-
-    __slots__ = ("index", "next_offset", "records", "size")
-
-    def __init__(self, records: list[ConsumerRecord], next_offset: int, size: int) -> None:
-        self.records = records
-        self.index = 0
-        self.next_offset = next_offset  # the position once every record here is consumed
-        self.size = size
-
-
-class _PartitionState:
-    __slots__ = (
-        "chunks",
-        "error",
-        "fetch_offset",
-        "generation",
-        "high_watermark",
-        "position",
-        "reset",
-        "space",
-        "task",
-        "tp",
-    )
-
-    def __init__(self, tp: TopicPartition, reset: OffsetSpec | None) -> None:
-        self.tp = tp
-        self.position: int | None = None  # the next offset poll() returns
-        self.fetch_offset: int | None = None  # the next offset the fetch task asks for
-        self.reset = reset  # resolved into a position before the next fetch
-        self.chunks: deque[_Chunk] = deque()
-        self.high_watermark: int | None = None
-        self.error: errors.MillstreamError | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.space = asyncio.Event()
-        self.generation = 0  # bumped by every seek, so a stale lookup is not applied
-
-    @property
-    def buffered(self) -> int:
-        return sum(c.size for c in self.chunks)
-
-    def move_to(self, offset: int | None, reset: OffsetSpec | None) -> None:
-        """A seek: drop what was fetched and stop the fetch task (poll() starts a new one)."""
-        self.position = self.fetch_offset = offset
-        self.reset = reset
-        self.chunks.clear()
-        self.error = None
-        self.generation += 1
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
 
 
 class Consumer:
@@ -106,6 +53,14 @@ class Consumer:
     - ``stream``: follow each partition with one long-lived streaming fetch instead of a
       request per fetch: lower latency and less work on both sides for consumers that keep
       up with a live log. ``highwater()`` is not updated in this mode.
+    - ``group_id``: the consumer group whose offsets ``commit`` and ``committed`` use, and
+      which ``subscribe`` joins. ``enable_auto_commit``: commit positions every
+      ``auto_commit_interval_ms`` (at a poll), before partitions are given up and on close.
+      ``session_timeout_ms``: how long the group waits for a silent member before it shares
+      its partitions out; heartbeats go every ``heartbeat_interval_ms``;
+      ``rebalance_timeout_ms`` (default: the session timeout) is how long a rebalance waits
+      for the members to rejoin, so a member must poll at least that often. ``assignors``:
+      the assignment strategies this member supports, preferred first.
     """
 
     def __init__(
@@ -120,23 +75,53 @@ class Consumer:
         retry_backoff_ms: float = 100.0,
         retry_backoff_max_ms: float = 1000.0,
         request_timeout_ms: float = 30_000.0,
+        group_id: str | None = None,
+        client_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5_000,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        rebalance_timeout_ms: int | None = None,
+        assignors: Sequence[str] = ("cooperative-sticky", "range"),
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError(
                 f"auto_offset_reset must be earliest, latest or none, not {auto_offset_reset!r}"
             )
         self._admin = Admin(url, timeout_s=request_timeout_ms / 1000)
-        self._transport = self._admin.transport
-        self._reset: OffsetReset = auto_offset_reset
-        self._fetch_max_bytes = fetch_max_bytes
         self._wait_ms = fetch_max_wait_ms
-        self._stream = stream
         self._max_poll_records = max_poll_records
         self._backoff_s = (retry_backoff_ms / 1000, retry_backoff_max_ms / 1000)
-        self._states: dict[TopicPartition, _PartitionState] = {}
+        self._states: dict[TopicPartition, PartitionState] = {}
         self._data = asyncio.Event()  # set when a fetch task has records or an error for poll
+        self._fetcher = Fetcher(
+            self._admin,
+            reset=auto_offset_reset,
+            fetch_max_bytes=fetch_max_bytes,
+            wait_ms=fetch_max_wait_ms,
+            stream=stream,
+            backoff_s=self._backoff_s,
+            wake=self._data.set,
+        )
         self._rotation = 0
         self._closed = False
+        self._group: ConsumerCoordinator | None = None
+        if group_id is not None:
+            # Imported only for a group: it loads kafka-python's protocol classes (0.1 s).
+            from millstream.client import coordinator as c
+
+            member = c.MemberSettings(
+                client_id or f"millstream-consumer-{os.getpid()}",
+                tuple(assignors),
+                session_timeout_ms,
+                rebalance_timeout_ms or session_timeout_ms,
+                heartbeat_interval_ms,
+                self._backoff_s,
+            )
+            settings = c.GroupSettings(
+                group_id, member, enable_auto_commit, auto_commit_interval_ms
+            )
+            self._group = c.ConsumerCoordinator(self, self._admin, settings)
 
     async def __aenter__(self) -> Consumer:
         return self
@@ -148,24 +133,29 @@ class Consumer:
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Read exactly these partitions; those already assigned keep their positions."""
-        wanted = [TopicPartition(str(t), int(p)) for t, p in partitions]
+        if self._group is not None and self._group.subscribed:
+            raise errors.InvalidRequest("a subscribed consumer's partitions come from its group")
+        self._set_assignment(partitions)
+
+    def _set_assignment(self, partitions: Iterable[tuple[str, int]]) -> None:
+        wanted = {TopicPartition(str(t), int(p)) for t, p in partitions}
         for tp, state in list(self._states.items()):
             if tp not in wanted:
                 state.move_to(None, None)
                 del self._states[tp]
         for tp in wanted:
-            self._states.setdefault(tp, _PartitionState(tp, None))
+            self._states.setdefault(tp, PartitionState(tp, None))
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._states)
 
-    def _state(self, tp: tuple[str, int]) -> _PartitionState:
+    def _state(self, tp: tuple[str, int]) -> PartitionState:
         state = self._states.get(TopicPartition(*tp))
         if state is None:
             raise errors.InvalidRequest(f"partition {tp[0]}/{tp[1]} is not assigned")
         return state
 
-    def _targets(self, tps: tuple[tuple[str, int], ...]) -> list[_PartitionState]:
+    def _targets(self, tps: tuple[tuple[str, int], ...]) -> list[PartitionState]:
         return [self._state(tp) for tp in tps] if tps else list(self._states.values())
 
     def seek(self, tp: tuple[str, int], offset: int) -> None:
@@ -193,7 +183,7 @@ class Consumer:
         """The offset of the next record that poll() returns for ``tp``."""
         state = self._state(tp)
         if state.position is None:
-            await self._resolve(state)
+            await self._fetcher.resolve(state)
         assert state.position is not None
         return state.position
 
@@ -215,106 +205,52 @@ class Consumer:
         offsets = await asyncio.gather(*(self._admin.offset_for(t, p, at) for t, p in keys))
         return dict(zip(keys, offsets, strict=True))
 
-    async def _resolve(self, state: _PartitionState) -> None:
-        spec = state.reset if state.reset is not None else self._reset
-        if spec == "none":
-            raise errors.InvalidOffset(
-                f"no position for {state.tp.topic}/{state.tp.partition}: seek first "
-                "(auto_offset_reset is 'none')"
-            )
-        generation = state.generation
-        offset = await self._admin.offset_for(state.tp.topic, state.tp.partition, spec)
-        if generation == state.generation and state.position is None:
-            state.position = state.fetch_offset = offset
-            state.reset = None
+    # --- groups ----------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Iterable[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Read the partitions the group gives this member of ``topics`` (joined at the next
+        poll). ``on_revoke(partitions)`` runs before partitions are given up (after the auto
+        commit), ``on_assign(partitions)`` once new ones are assigned, both within a poll;
+        either may be a coroutine function."""
+        self._coordinator().subscribe(topics, on_assign, on_revoke)
+
+    async def commit(self, offsets: NewOffsets | None = None) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition) to the group; by default
+        the positions of every assigned partition, i.e. everything poll() returned so far."""
+        await self._coordinator().commit(offsets)
+
+    async def committed(self, tp: tuple[str, int]) -> int | None:
+        """The group's committed offset for ``tp``, or None."""
+        return await self._coordinator().committed(tp)
+
+    def group_metadata(self) -> GroupMetadata | None:
+        """The group, generation and member id of this consumer (None without a group_id)."""
+        return None if self._group is None else self._group.group_metadata()
+
+    def _coordinator(self) -> ConsumerCoordinator:
+        if self._group is None:
+            raise errors.InvalidRequest("the consumer has no group_id")
+        return self._group
+
+    def _positions(self) -> dict[TopicPartition, int]:
+        # What a commit commits: the offset after the last record handed out, per partition.
+        return {tp: s.position for tp, s in self._states.items() if s.position is not None}
+
+    def _wake(self) -> None:
+        self._data.set()  # the group needs a turn: a waiting poll returns to give it one
 
     # --- fetching --------------------------------------------------------------------------
 
     def _ensure_fetching(self) -> None:
         for state in self._states.values():
             if state.task is None and state.error is None:
-                state.task = asyncio.ensure_future(self._fetch_loop(state))
-
-    async def _fetch_loop(self, state: _PartitionState) -> None:
-        max_bytes = self._fetch_max_bytes
-        attempt = 0
-        while True:
-            try:
-                if state.position is None:
-                    await self._resolve(state)
-                while state.buffered >= self._fetch_max_bytes:
-                    state.space.clear()
-                    await state.space.wait()
-                if self._stream:
-                    await self._follow_stream(state)
-                else:
-                    max_bytes = await self._fetch_once(state, max_bytes)
-                attempt = 0
-            except errors.OffsetOutOfRange as exc:
-                if self._reset == "none":
-                    return self._stop(state, exc)
-                log.warning("%s/%d: %s; reset to %s", *state.tp, exc, self._reset)
-                state.chunks.clear()
-                state.position = state.fetch_offset = None
-                state.reset = self._reset
-            except errors.MillstreamError as exc:
-                attempt += 1
-                if not exc.retriable:
-                    return self._stop(state, exc)
-                log.warning("fetch from %s/%d failed (%s), retrying", *state.tp, exc)
-                await sleep_backoff(attempt, *self._backoff_s)
-
-    async def _fetch_once(self, state: _PartitionState, max_bytes: int) -> int:
-        """One long-polling fetch into the partition's buffer; returns the next max_bytes."""
-        (topic, partition), offset = state.tp, state.fetch_offset
-        assert offset is not None
-        fetched = await self._transport.fetch_batches(
-            topic, partition, offset, max_bytes=max_bytes, wait_ms=self._wait_ms
-        )
-        if fetched.high_watermark is not None:
-            state.high_watermark = fetched.high_watermark
-        if self._deliver(state, fetched.data) == offset and (
-            batch_size_at(fetched.data, 0) > len(fetched.data)
-        ):
-            # Only the start of one batch came back: it is bigger than max_bytes. Ask for more.
-            if max_bytes >= _MAX_FETCH_BYTES:
-                raise errors.RecordTooLarge(f"a batch at {topic}/{partition}@{offset} is too big")
-            return min(_MAX_FETCH_BYTES, max_bytes * 2)
-        return max_bytes
-
-    async def _follow_stream(self, state: _PartitionState) -> None:
-        """Follow the partition with one streaming fetch, until the broker ends it: records
-        arrive as they become durable, without a request per fetch."""
-        (topic, partition), offset = state.tp, state.fetch_offset
-        assert offset is not None
-        pending = b""
-        async for chunk in self._transport.stream_batches(topic, partition, offset):
-            pending = pending + chunk if pending else chunk
-            whole = _whole_batches_end(pending)
-            if not whole:
-                continue
-            self._deliver(state, pending[:whole])
-            pending = pending[whole:]
-            # Not reading on is the flow control: TCP holds the broker back meanwhile.
-            while state.buffered >= self._fetch_max_bytes:
-                state.space.clear()
-                await state.space.wait()
-
-    def _deliver(self, state: _PartitionState, data: bytes) -> int:
-        """Decode fetched batches into the partition's buffer; returns the next fetch offset."""
-        (topic, partition), offset = state.tp, state.fetch_offset
-        assert offset is not None
-        records, next_offset = decode_fetched(data, topic, partition, offset)
-        if next_offset != offset:
-            state.fetch_offset = next_offset
-            state.chunks.append(_Chunk(records, next_offset, len(data)))
-            self._data.set()
-        return next_offset
-
-    def _stop(self, state: _PartitionState, error: errors.MillstreamError) -> None:
-        state.error = error
-        state.task = None
-        self._data.set()
+                self._fetcher.start(state)
 
     # --- polling ---------------------------------------------------------------------------
 
@@ -326,16 +262,22 @@ class Consumer:
         raises that error here, and is fetched again on the next poll."""
         if self._closed:
             raise errors.MillstreamError("the consumer is closed")
-        self._ensure_fetching()
+        deadline = time.monotonic() + timeout_ms / 1000
         limit = max_records or self._max_poll_records
-        records = self._collect(limit)
-        if records or timeout_ms <= 0:
-            return records or self._raise_errors()
-        self._raise_errors()
-        self._data.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._data.wait(), timeout_ms / 1000)
-        return self._collect(limit) or self._raise_errors()
+        while True:
+            if self._group is not None:
+                await self._group.before_poll()
+            self._ensure_fetching()
+            records = self._collect(limit)
+            if records:
+                return records
+            self._raise_errors()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._data.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._data.wait(), remaining)
 
     def _raise_errors(self) -> list[ConsumerRecord]:
         for state in self._states.values():
@@ -384,16 +326,15 @@ class Consumer:
         if self._closed:
             return
         self._closed = True
+        try:
+            if self._group is not None:
+                await self._group.close()
+        finally:
+            await self._stop_fetching()
+
+    async def _stop_fetching(self) -> None:
         tasks = [s.task for s in self._states.values() if s.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._admin.close()
-
-
-def _whole_batches_end(data: bytes) -> int:
-    """Where the whole batches at the start of ``data`` end (0: not even one is complete)."""
-    end = 0
-    while (size := batch_size_at(data, end)) and end + size <= len(data):
-        end += size
-    return end

@@ -19,7 +19,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 
 from millstream.client.models import ConsumerRecord
 from millstream.errors import CorruptBatch
-from millstream.records import iter_batches
+from millstream.records import batch_size_at, iter_batches
 
 
 @contextmanager
@@ -71,3 +71,11 @@ def _decode_all(
         except (CorruptRecordException, UnicodeDecodeError, ValueError) as exc:
             raise CorruptBatch(f"batch at offset {info.base_offset}: {exc}") from None
     return records, next_offset
+
+
+def whole_batches_end(data: bytes) -> int:
+    """Where the whole batches at the start of ``data`` end (0: not even one is complete)."""
+    end = 0
+    while (size := batch_size_at(data, end)) and end + size <= len(data):
+        end += size
+    return end

@@ -17,16 +17,27 @@ import concurrent.futures
 import itertools
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from millstream import errors
-from millstream.client.admin import Admin, ConfigValues, OffsetSpec
+from millstream.client.admin import (
+    Admin,
+    ConfigValues,
+    NewOffsets,
+    OffsetsIn,
+    OffsetSpec,
+    ResetTo,
+)
 from millstream.client.consumer import Consumer
 from millstream.client.delivery import RecordFuture, RecordsFuture
 from millstream.client.models import (
     DEFAULT_URL,
     ConsumerRecord,
+    GroupDescription,
+    GroupMetadata,
+    GroupSummary,
     HeadersIn,
+    OffsetAndMetadata,
     ProducerRecord,
     RecordMetadata,
     TopicDescription,
@@ -34,6 +45,9 @@ from millstream.client.models import (
     TopicSummary,
 )
 from millstream.client.producer import Producer
+
+if TYPE_CHECKING:
+    from millstream.client.coordinator import RebalanceCallback
 
 T = TypeVar("T")
 
@@ -59,7 +73,10 @@ class LoopThread:
             raise errors.RequestTimedOut(f"no result within {timeout}s") from None
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a plain function on the loop thread (client state belongs to that thread)."""
+        """Run a plain function on the loop thread (client state belongs to that thread).
+        Called from that thread (a rebalance callback calling ``consumer.seek``), it just runs."""
+        if threading.current_thread() is self._thread:
+            return fn(*args)
 
         async def wrapper() -> T:
             return fn(*args)
@@ -114,6 +131,45 @@ class SyncAdmin:
 
     def offset_for(self, topic: str, partition: int, at: OffsetSpec) -> int:
         return self._thread.run(self._admin.offset_for(topic, partition, at))
+
+    def list_groups(self) -> list[GroupSummary]:
+        return self._thread.run(self._admin.list_groups())
+
+    def describe_group(self, group: str) -> GroupDescription:
+        return self._thread.run(self._admin.describe_group(group))
+
+    def delete_group(self, group: str) -> None:
+        self._thread.run(self._admin.delete_group(group))
+
+    def committed_offsets(
+        self, group: str, topics: Iterable[str] | None = None
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        return self._thread.run(self._admin.committed_offsets(group, topics))
+
+    def commit_offsets(
+        self,
+        group: str,
+        offsets: OffsetsIn,
+        *,
+        member_id: str | None = None,
+        generation: int | None = None,
+    ) -> None:
+        call = self._admin.commit_offsets(
+            group, offsets, member_id=member_id, generation=generation
+        )
+        self._thread.run(call)
+
+    def reset_offsets(
+        self,
+        group: str,
+        to: ResetTo,
+        topics: Iterable[str] | None = None,
+        timestamp: int | None = None,
+        offsets: NewOffsets | None = None,
+        dry_run: bool = False,
+    ) -> dict[TopicPartition, int]:
+        call = self._admin.reset_offsets(group, to, topics, timestamp, offsets, dry_run)
+        return self._thread.run(call)
 
 
 class SyncRecordFuture:
@@ -273,6 +329,9 @@ class SyncConsumer:
     """Blocking :class:`~millstream.client.consumer.Consumer`; takes the same options.
 
     Iterating over it follows the log: ``for record in consumer: ...`` never ends by itself.
+    Rebalance callbacks run on the client's own loop thread, within a ``poll``; from there they
+    may call the consumer's non-blocking methods (``seek``, ``assignment``...), but not
+    ``poll``, ``position`` or ``commit``.
     """
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
@@ -296,6 +355,27 @@ class SyncConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return self._thread.call(self._consumer.assignment)
+
+    def subscribe(
+        self,
+        topics: Iterable[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        self._thread.call(
+            lambda: self._consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+        )
+
+    def commit(self, offsets: NewOffsets | None = None) -> None:
+        self._thread.run(self._consumer.commit(offsets))
+
+    def committed(self, tp: tuple[str, int]) -> int | None:
+        return self._thread.run(self._consumer.committed(tp))
+
+    def group_metadata(self) -> GroupMetadata | None:
+        return self._thread.call(self._consumer.group_metadata)
 
     def seek(self, tp: tuple[str, int], offset: int) -> None:
         self._thread.call(self._consumer.seek, tp, offset)

@@ -1,20 +1,21 @@
 """HTTP to one broker: one aiohttp session, JSON and raw-batch requests, errors as types.
 
-Used by :mod:`~millstream.client.admin`, :mod:`~millstream.client.producer` and
-:mod:`~millstream.client.consumer`; nothing above this module sees aiohttp. Every failure
-leaves here as a :class:`~millstream.errors.MillstreamError`: the broker's JSON error becomes
-the class of its ``code`` (:func:`~millstream.errors.for_code`), a refused or dropped
-connection becomes ``BrokerUnavailable`` and a request that outlives its timeout becomes
-``RequestTimedOut``; both are retriable, which is what the producer's and consumer's retry
-loops look at. Retrying is theirs to decide, with one exception: a GET is tried a second time
-when a pooled keep-alive connection turns out to have been closed by the broker (a restart).
+Used by :mod:`~millstream.client.admin`, :mod:`~millstream.client.producer`, the consumer's
+:mod:`~millstream.client.fetcher` and :mod:`~millstream.client.group_api`; nothing above this
+module sees aiohttp. Every failure leaves here as a
+:class:`~millstream.errors.MillstreamError`: the broker's JSON error becomes the class of its
+``code`` (:func:`~millstream.errors.for_code`), a refused or dropped connection becomes
+``BrokerUnavailable`` and a request that outlives its timeout becomes ``RequestTimedOut``; both
+are retriable, which is what the producer's and consumer's retry loops look at. Retrying is
+theirs to decide, with one exception: a GET is tried a second time when a pooled keep-alive
+connection turns out to have been closed by the broker (a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
@@ -29,7 +30,8 @@ BATCH_MEDIA_TYPE: Final = "application/vnd.kafka.record-batch"
 NEXT_OFFSET_HEADER: Final = "Millstream-Next-Offset"
 HIGH_WATERMARK_HEADER: Final = "Millstream-High-Watermark"
 
-Params = Mapping[str, str | int]
+# A sequence of pairs repeats a name (``?topic=a&topic=b``).
+Params = Mapping[str, str | int] | Sequence[tuple[str, str | int]]
 
 # When the error body is not ours (a proxy, an old broker), the status still says something.
 _CODE_FOR_STATUS: Final = {
@@ -47,6 +49,11 @@ _CODE_FOR_STATUS: Final = {
 def topic_path(topic: str, *rest: str | int) -> str:
     """``/v1/topics/<topic>/...`` with the topic name escaped for a path segment."""
     return "/".join(("/v1/topics", quote(topic, safe=""), *map(str, rest)))
+
+
+def group_path(group: str, *rest: str | int) -> str:
+    """``/v1/groups/<group>/...`` with the group id escaped for a path segment."""
+    return "/".join(("/v1/groups", quote(group, safe=""), *map(str, rest)))
 
 
 def error_from_response(status: int, body: bytes) -> errors.MillstreamError:
@@ -167,9 +174,10 @@ class Transport:
         body: Any = None,
         *,
         params: Params | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
         """A JSON request; the decoded JSON answer (None for 204 No Content)."""
-        reply = await self.request(method, path, params=params, json_body=body)
+        reply = await self.request(method, path, params=params, json_body=body, timeout_s=timeout_s)
         return None if reply.status == 204 or not reply.body else reply.json()
 
     async def post_batches(

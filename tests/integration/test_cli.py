@@ -173,3 +173,99 @@ def test_an_unreachable_broker_is_reported(tmp_path: Path) -> None:
     result = cli(down, "topics", "list")
     assert result.returncode == 1
     assert result.stderr.decode().startswith("millstream: error: broker_unavailable: ")
+
+
+# --- consumer groups ---------------------------------------------------------------------------
+
+
+def test_consume_in_a_group_commits_and_groups_show_reset_and_delete_it(
+    broker: BrokerProcess,
+) -> None:
+    ok(cli(broker, "topics", "create", "tasks", "--partitions", "2"))
+    for partition in ("0", "1"):
+        lines = b"".join(b"p%s-%d\n" % (partition.encode(), i) for i in range(5))
+        ok(cli(broker, "produce", "tasks", "--partition", partition, input=lines))
+
+    first = ok(cli(broker, "consume", "tasks", "--group", "crew")).splitlines()
+    assert sorted(first) == sorted(f"p{p}-{i}" for p in range(2) for i in range(5))
+    assert ok(cli(broker, "consume", "tasks", "--group", "crew")) == ""  # all committed
+
+    listing = ok(cli(broker, "groups", "list")).splitlines()
+    assert listing[0].split() == ["NAME", "STATE", "MEMBERS", "PROTOCOL-TYPE"]
+    assert listing[1].split() == ["crew", "Empty", "0", "-"]
+    as_json = json.loads(ok(cli(broker, "groups", "list", "-o", "json")))
+    assert as_json == {
+        "groups": [{"group": "crew", "state": "Empty", "protocol_type": None, "members": 0}]
+    }
+    described = ok(cli(broker, "groups", "describe", "crew"))
+    assert "State:          Empty" in described and "Lag:            0" in described
+    rows = described[described.index("TOPIC") :].splitlines()[1:]
+    assert [row.split() for row in rows] == [
+        ["tasks", "0", "5", "5", "0", "-"],
+        ["tasks", "1", "5", "5", "0", "-"],
+    ]
+
+    plan = cli(broker, "groups", "reset-offsets", "crew", "--to-earliest")
+    assert [row.split() for row in ok(plan).splitlines()] == [
+        ["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"],
+        ["crew", "tasks", "0", "0"],
+        ["crew", "tasks", "1", "0"],
+    ]
+    assert "--execute" in plan.stderr.decode()
+    offsets = json.loads(ok(cli(broker, "groups", "describe", "crew", "-o", "json")))["offsets"]
+    assert [o["committed"] for o in offsets] == [5, 5]  # a dry run changes nothing
+
+    reset = cli(broker, "groups", "reset-offsets", "crew", "--to-offset", "3",
+                "--topic", "tasks:1", "--execute", "-o", "json")  # fmt: skip
+    assert json.loads(ok(reset)) == {
+        "group": "crew",
+        "dry_run": False,
+        "offsets": [{"topic": "tasks", "partition": 1, "offset": 3}],
+    }
+    assert reset.stderr == b""
+    assert sorted(ok(cli(broker, "consume", "tasks", "--group", "crew")).split()) == [
+        "p1-3",
+        "p1-4",
+    ]
+    ok(cli(broker, "groups", "reset-offsets", "crew", "--to-datetime", "2000-01-01T00:00:00Z",
+           "--topic", "tasks", "--execute"))  # fmt: skip
+    again = ok(cli(broker, "consume", "tasks", "--group", "crew", "--max-records", "4"))
+    assert len(again.splitlines()) == 4
+    offsets = json.loads(ok(cli(broker, "groups", "describe", "crew", "-o", "json")))["offsets"]
+    assert sum(o["committed"] for o in offsets) == 4  # exactly what was printed
+
+    assert ok(cli(broker, "groups", "delete", "crew")) == 'group "crew" deleted\n'
+    gone = cli(broker, "groups", "describe", "crew")
+    assert gone.returncode == 1
+    assert gone.stderr.decode().startswith("millstream: error: unknown_group: ")
+
+
+def test_consume_in_a_group_follows_and_a_live_group_cannot_be_reset(
+    broker: BrokerProcess,
+) -> None:
+    ok(cli(broker, "topics", "create", "feed"))
+    ok(cli(broker, "produce", "feed", input=b"before\n"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLSTREAM_")}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "millstream.cli.main", "consume", "feed", "--group", "tail",
+         "--follow", "--max-records", "2", "--url", broker.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # joined: the group is Stable
+            listing = json.loads(ok(cli(broker, "groups", "list", "-o", "json")))["groups"]
+            if listing and listing[0]["state"] == "Stable":
+                break
+            time.sleep(0.1)
+        live = cli(broker, "groups", "reset-offsets", "tail", "--to-earliest", "--execute")
+        assert live.returncode == 1
+        assert live.stderr.decode().startswith("millstream: error: group_not_empty: ")
+        ok(cli(broker, "produce", "feed", input=b"one\ntwo\nthree\n"))
+        out, err = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["one", "two"]  # following starts at the end
+    offsets = json.loads(ok(cli(broker, "groups", "describe", "tail", "-o", "json")))["offsets"]
+    assert [(o["committed"], o["lag"]) for o in offsets] == [(3, 1)]

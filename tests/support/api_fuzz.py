@@ -35,6 +35,8 @@ MAX_WAIT_MS = 50  # the broker allows a minute; a fuzzing run cannot wait that l
 # Every partition holds a file open: thousands of topics of thousands of partitions would
 # exhaust the process's descriptors (a storage limit, reported separately), not test the API.
 MAX_PARTITIONS = 4
+MAX_REBALANCE_MS = 200
+MAX_SESSION_MS = 1_000  # the least the broker allows
 _MAX_PARTITIONS_VALID = 10_000
 
 _records = st.lists(
@@ -123,6 +125,16 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwar
             # of a bounded run can wait for its end. The integration tests cover it.
             if isinstance(case.query, dict) and case.query.get("follow") == "true":
                 case.query = {**case.query, "follow": "false"}
+    if operation == "POST /v1/groups/{group}/join":
+        # A join waits up to the rebalance timeout for the group's other members; a session
+        # outlives the call. Both are clamped so that no call outwaits the request timeout.
+        for name, limit in (
+            ("rebalance_timeout_ms", MAX_REBALANCE_MS),
+            ("session_timeout_ms", MAX_SESSION_MS),
+        ):
+            if isinstance(case.body, dict) and case.body.get(name) is None:
+                case.body[name] = limit  # the defaults (10 s) are the slow part
+            _clamp(case.body, name, limit, 300_000)
     if operation in ("POST /v1/topics", "PATCH /v1/topics/{topic}"):
         _clamp(case.body, "partitions", MAX_PARTITIONS, _MAX_PARTITIONS_VALID)
     if case.method == "DELETE" and (case.path_parameters or {}).get("topic") in FUZZ_TOPICS:

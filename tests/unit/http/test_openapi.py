@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
+from millstream.broker.groups.coordinator import GroupCoordinator
 from millstream.broker.http.app import make_app
 from millstream.broker.http.metrics import BrokerMetrics
 from millstream.broker.http.openapi import openapi_document
@@ -21,7 +22,8 @@ def test_document_is_valid_openapi() -> None:
 
 
 def test_every_route_is_documented(tmp_path: Path) -> None:
-    app = make_app(LogManager(tmp_path), BrokerMetrics())
+    logs = LogManager(tmp_path)
+    app = make_app(logs, GroupCoordinator(logs, tmp_path / "groups"), BrokerMetrics())
     served = {
         (route.resource.canonical, route.method.lower())
         for route in app.router.routes()

@@ -1,0 +1,199 @@
+"""The group state machine, driven by hand: joins, the rebalance barrier, sessions, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from millstream import errors
+from millstream.broker.groups.group import Group, GroupState, JoinRequest, JoinResult
+
+SESSION = 10.0
+REBALANCE = 5.0  # shorter than a session: a straggler is dropped before it expires
+
+
+def request(
+    member_id: str = "",
+    protocols: tuple[tuple[str, bytes], ...] = (("range", b"m"),),
+    protocol_type: str = "consumer",
+    session: float = SESSION,
+) -> JoinRequest:
+    return JoinRequest(
+        member_id, "client", "127.0.0.1", session, REBALANCE, protocol_type, protocols
+    )
+
+
+async def settle() -> None:
+    await asyncio.sleep(0)
+
+
+async def stable_group(size: int) -> tuple[Group, list[str]]:
+    """A group of ``size`` members in generation 1, Stable, each assigned its own id."""
+    group = Group("g", initial_rebalance_delay_s=0.5)  # so that all join in one round
+    joins = [group.join(request(), now=0.0) for _ in range(size)]
+    group.tick(now=0.5)
+    results = [await j for j in joins]
+    assert {r.generation for r in results} == {1}
+    members = [r.member_id for r in results]
+    leader = results[0].leader
+    syncs = [
+        group.sync(
+            m,
+            results[0].generation,
+            {x: x.encode() for x in members} if m == leader else None,
+            now=1.0,
+        )
+        for m in members
+    ]
+    for m, sync in zip(members, syncs, strict=True):
+        assert (await sync).assignment == m.encode()
+    assert group.state is GroupState.STABLE
+    return group, members
+
+
+async def test_a_lone_member_joins_leads_and_gets_its_assignment() -> None:
+    group = Group("g")
+    joined = await group.join(request(), now=0.0)
+    assert joined.generation == 1
+    assert joined.leader == joined.member_id
+    assert [m.metadata for m in joined.members] == [b"m"]
+    assert group.state is GroupState.COMPLETING_REBALANCE
+    synced = await group.sync(joined.member_id, 1, {joined.member_id: b"a"}, now=0.0)
+    assert synced.assignment == b"a"
+    assert group.state is GroupState.STABLE
+
+
+async def test_a_new_member_ends_the_generation_and_everyone_rejoins() -> None:
+    group, (first,) = await stable_group(1)
+    second = group.join(request(), now=2.0)
+    assert group.state is GroupState.PREPARING_REBALANCE
+    with pytest.raises(errors.RebalanceInProgress):
+        group.heartbeat(first, 1, now=2.0)
+    await settle()
+    assert not second.done()  # waits for the known member to rejoin
+    again = group.join(request(first), now=2.5)
+    a, b = await again, await second
+    assert a.generation == b.generation == 2
+    assert a.leader == first and len(a.members) == 2 and b.members == ()
+    # The ended generation cannot sync or commit any more.
+    with pytest.raises(errors.IllegalGeneration):
+        group.check_commit(first, 1, now=2.6)
+
+
+async def test_followers_wait_for_the_leaders_assignment() -> None:
+    group = Group("g")
+    a = await group.join(request(), now=0.0)
+    b_join = group.join(request(), now=0.0)
+    a2 = await group.join(request(a.member_id), now=0.1)
+    b = await b_join
+    follower_sync = group.sync(b.member_id, 2, None, now=0.2)
+    await settle()
+    assert not follower_sync.done()
+    await group.sync(a2.member_id, 2, {a.member_id: b"x", b.member_id: b"y"}, now=0.3)
+    assert (await follower_sync).assignment == b"y"
+
+
+async def test_a_member_that_does_not_rejoin_in_time_is_dropped() -> None:
+    group, (a, b) = await stable_group(2)
+    rejoin = group.join(request(a), now=5.0)
+    group.tick(now=5.0 + REBALANCE - 0.1)
+    assert not rejoin.done()
+    group.tick(now=5.0 + REBALANCE + 0.1)
+    result = await rejoin
+    assert [m.member_id for m in result.members] == [a]
+    assert b not in group.members
+    with pytest.raises(errors.UnknownMember):
+        group.heartbeat(b, group.generation, now=40.0)
+
+
+async def test_a_silent_member_is_evicted_after_its_session_timeout() -> None:
+    group, (a, b) = await stable_group(2)
+    group.heartbeat(a, group.generation, now=1.0 + SESSION)
+    group.tick(now=1.0 + SESSION + 0.5)  # b last heard at 1.0
+    assert b not in group.members
+    assert group.state is GroupState.PREPARING_REBALANCE
+    assert group.next_deadline(now=12.0) is not None
+
+
+async def test_the_last_member_leaving_empties_the_group() -> None:
+    group, (a,) = await stable_group(1)
+    group.leave(a, now=2.0)
+    assert group.state is GroupState.EMPTY
+    assert group.members == {}
+    group.check_commit("", -1, now=3.0)  # an empty group takes commits without a member
+
+
+async def test_leaving_completes_a_rebalance_waiting_only_for_the_leaver() -> None:
+    group, (a, b) = await stable_group(2)
+    rejoin = group.join(request(a), now=2.0)
+    group.leave(b, now=2.1)
+    result = await rejoin
+    assert result.generation == 2 and [m.member_id for m in result.members] == [a]
+
+
+async def test_commit_fencing() -> None:
+    group, (a, _) = await stable_group(2)
+    generation = group.generation
+    group.check_commit(a, generation, now=2.0)
+    with pytest.raises(errors.IllegalGeneration):
+        group.check_commit(a, generation - 1, now=2.0)
+    with pytest.raises(errors.UnknownMember):
+        group.check_commit("stranger", generation, now=2.0)
+    with pytest.raises(errors.UnknownMember):
+        group.check_commit("", -1, now=2.0)  # anonymous commits only while the group is empty
+    # While a rebalance is prepared, the current generation may still commit what it did.
+    group.join(request(), now=3.0)
+    group.check_commit(a, generation, now=3.0)
+
+
+async def test_protocols_must_be_shared_and_of_one_type() -> None:
+    group, _ = await stable_group(1)
+    with pytest.raises(errors.InconsistentGroupProtocol):
+        group.join(request(protocols=(("roundrobin", b""),)), now=2.0)
+    with pytest.raises(errors.InconsistentGroupProtocol):
+        group.join(request(protocol_type="connect"), now=2.0)
+
+
+async def test_the_protocol_most_members_prefer_wins() -> None:
+    group = Group("g")
+    both = (("range", b""), ("cooperative-sticky", b""))
+    sticky_first = (("cooperative-sticky", b""), ("range", b""))
+    joins = [group.join(request(protocols=p), now=0.0) for p in (both, sticky_first, sticky_first)]
+    first: JoinResult = await joins[0]
+    rejoin = [group.join(request(first.member_id, protocols=both), now=0.1)]
+    results = [await j for j in (*rejoin, *joins[1:])]
+    assert {r.protocol for r in results} == {"cooperative-sticky"}
+
+
+async def test_a_stable_followers_identical_rejoin_changes_nothing() -> None:
+    group, (a, b) = await stable_group(2)
+    follower = b if group.leader == a else a
+    result = await group.join(request(follower), now=2.0)
+    assert result.generation == group.generation and group.state is GroupState.STABLE
+
+
+async def test_unknown_member_ids_are_refused() -> None:
+    group = Group("g")
+    with pytest.raises(errors.UnknownMember):
+        group.join(request("made-up"), now=0.0)
+
+
+async def test_a_deleted_group_refuses_everything() -> None:
+    group, (a,) = await stable_group(1)
+    with pytest.raises(errors.GroupNotEmpty):
+        group.mark_dead()
+    group.leave(a, now=2.0)
+    group.mark_dead()
+    with pytest.raises(errors.UnknownMember):
+        group.join(request(), now=3.0)
+
+
+async def test_the_initial_delay_lets_a_fleet_join_in_one_round() -> None:
+    group = Group("g", initial_rebalance_delay_s=3.0)
+    first = group.join(request(), now=0.0)
+    second = group.join(request(), now=1.0)
+    group.tick(now=2.9)
+    assert not first.done()
+    group.tick(now=3.0)
+    assert (await first).generation == (await second).generation == 1
