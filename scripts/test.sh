@@ -22,6 +22,9 @@ ln -s "$PWD/broker" "$view/millstream/broker"
 echo "== import-linter (layers)"
 (cd "$view" && PYTHONPATH="$view" "$OLDPWD/.venv/bin/lint-imports" "$OLDPWD/.importlinter")
 
+echo "== kube control plane (builds once, minutes; cached after)"
+bash scripts/kube-apiserver.sh
+
 echo "== helm and kubectl (fetched once, cached after)"
 # tests/k8s runs helm from there, and fails (does not skip) without it.
 MILLSTREAM_TOOLS_DIR=$(bash scripts/k8s-tools.sh)
