@@ -14,8 +14,9 @@ RUN python -m venv /opt/millstream
 COPY pyproject.toml README.md ./
 COPY millstream/ millstream/
 COPY broker/ broker/
+COPY operator/ operator/
 # pip and setuptools are needed to install, not to run: they leave with the build stage.
-RUN /opt/millstream/bin/pip install --no-cache-dir . \
+RUN /opt/millstream/bin/pip install --no-cache-dir ".[operator]" \
     && /opt/millstream/bin/pip uninstall --yes pip setuptools
 
 FROM python:3.11-slim-bookworm

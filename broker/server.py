@@ -1,9 +1,10 @@
 """The broker process: open the data directory, serve HTTP, keep house, shut down cleanly.
 
 Called by ``millstream serve`` (and so by tests, which start real processes). Start-up order:
-recover every log and replay the groups' committed offsets, then listen, then report the
-address on stdout; shutdown order: refuse new work and report not-ready, let in-flight requests
-finish, then fsync and close every log.
+read the admin token, recover every log, replay the stored cluster metadata (a broker of a
+cluster hosts the partitions placed on it, with no operator needed) and the groups' committed
+offsets, then listen, then report the address on stdout; shutdown order: refuse new work and
+report not-ready, let in-flight requests finish, then fsync and close every log.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from millstream.broker.cluster.node import ClusterNode
+from millstream.broker.cluster.store import MetadataStore
 from millstream.broker.groups.coordinator import GroupCoordinator, GroupSettings
 from millstream.broker.http.app import make_app
+from millstream.broker.http.auth import AdminAuth
 from millstream.broker.http.keys import STOPPING, HttpSettings
 from millstream.broker.http.metrics import BrokerMetrics
 from millstream.broker.storage.config import TopicConfig
@@ -33,6 +37,11 @@ class BrokerSettings:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 9092
+    # This broker's id in a cluster; None for a standalone broker (or one that takes the id
+    # its stored cluster metadata was pushed to).
+    broker_id: int | None = None
+    # The operator's token for the admin routes; without it they are closed.
+    admin_token_file: Path | None = None
     # How often closed segments are checked for retention and active ones for age.
     housekeeping_interval_s: float = 30.0
     # Grace for in-flight requests at shutdown; long polls are ended at once.
@@ -59,16 +68,25 @@ async def _housekeeping(logs: LogManager, groups: GroupCoordinator, interval: fl
 async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
     """Run a broker until ``stop`` is set."""
     started = time.monotonic()
+    admin_auth = AdminAuth(settings.admin_token_file)
     metrics = BrokerMetrics()
     logs = LogManager(settings.data_dir, settings.topic_defaults, on_sync=metrics.observe_fsync)
     logs.open()
+    cluster = ClusterNode(logs, MetadataStore(settings.data_dir), settings.broker_id)
+    try:
+        cluster.reconcile()
+    except BaseException:
+        await logs.close()
+        raise
     metrics.watch_logs(logs)
     coordinator = GroupCoordinator(
         logs, settings.data_dir / "internal" / "group-offsets", settings.groups
     )
     coordinator.start()
     metrics.watch_groups(coordinator)
-    app = make_app(logs, coordinator, metrics, settings.http)
+    app = make_app(
+        logs, coordinator, metrics, settings.http, cluster=cluster, admin_auth=admin_auth
+    )
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
     )
@@ -81,7 +99,12 @@ async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
         f"(data dir: {settings.data_dir.resolve()})",
         flush=True,
     )
-    log.info("ready in %.2fs, %d topic(s)", time.monotonic() - started, len(logs.topic_names()))
+    log.info(
+        "ready in %.2fs, %d topic(s), %s",
+        time.monotonic() - started,
+        len(logs.topic_names()),
+        f"broker {cluster.broker_id} of a cluster" if cluster.managed else "standalone",
+    )
     housekeeping = asyncio.create_task(
         _housekeeping(logs, coordinator, settings.housekeeping_interval_s)
     )

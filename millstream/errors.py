@@ -10,6 +10,7 @@ No class here knows about HTTP.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import ClassVar
 
 
@@ -82,6 +83,13 @@ class InvalidSessionTimeout(InvalidRequest):
     code = "invalid_session_timeout"
 
 
+class InvalidPlacement(InvalidRequest):
+    """Cluster metadata that does not hold together: a partition placed on no broker or on
+    one the cluster does not list, a broker listed twice, a topic pushed before the cluster."""
+
+    code = "invalid_placement"
+
+
 class NotFound(MillstreamError):
     code = "not_found"
 
@@ -134,6 +142,62 @@ class GroupNotEmpty(GroupConflict):
 
 class TopicExists(MillstreamError):
     code = "topic_exists"
+
+
+class ManagedByOperator(MillstreamError):
+    """The broker is part of an operator-managed cluster, whose topics are Topic resources."""
+
+    code = "managed_by_operator"
+
+
+class StaleEpoch(MillstreamError):
+    """Cluster metadata older than what the broker already has (a late or replayed push)."""
+
+    code = "stale_epoch"
+
+
+class Unauthorized(MillstreamError):
+    """An admin route called without credentials."""
+
+    code = "unauthorized"
+
+
+class Forbidden(MillstreamError):
+    """An admin route called with the wrong credentials, or on a broker that has none."""
+
+    code = "forbidden"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """A broker of the cluster, as a misdirected request's error names it."""
+
+    id: int
+    url: str
+
+
+class Misdirected(MillstreamError):
+    """The request belongs to another broker of the cluster; ``broker`` says which, when
+    known. Retriable: the client refreshes its metadata and sends the request there."""
+
+    code = "misdirected"
+    retriable = True
+
+    def __init__(self, message: str = "", broker: BrokerAddress | None = None) -> None:
+        super().__init__(message)
+        self.broker = broker
+
+
+class NotLeader(Misdirected):
+    """The partition is served by another broker."""
+
+    code = "not_leader"
+
+
+class NotCoordinator(Misdirected):
+    """The group is coordinated by another broker."""
+
+    code = "not_coordinator"
 
 
 class OffsetOutOfRange(MillstreamError):

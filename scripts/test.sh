@@ -7,8 +7,8 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 
 echo "== ruff"
-.venv/bin/ruff check millstream broker tests bench
-.venv/bin/ruff format --check millstream broker tests bench
+.venv/bin/ruff check millstream broker operator tests bench
+.venv/bin/ruff format --check millstream broker operator tests bench
 
 echo "== mypy"
 # mypy cannot follow setuptools' package-dir mapping, so it reads a symlinked view of it.
@@ -17,6 +17,7 @@ trap 'rm -rf "$view"' EXIT
 mkdir "$view/millstream"
 for entry in millstream/*; do ln -s "$PWD/$entry" "$view/$entry"; done
 ln -s "$PWD/broker" "$view/millstream/broker"
+ln -s "$PWD/operator" "$view/millstream/operator"
 (cd "$view" && "$OLDPWD/.venv/bin/mypy" --config-file "$OLDPWD/pyproject.toml" -p millstream)
 
 echo "== import-linter (layers)"

@@ -81,6 +81,7 @@ class GroupCoordinator:
         self._logs = logs
         self._offsets = OffsetStore(directory)
         self._groups: dict[str, Group] = {}
+        self._recorded = {g: self._offsets.generation(g) for g in self._offsets.groups()}
         self._changed = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
 
@@ -105,8 +106,11 @@ class GroupCoordinator:
         while True:
             now = time.monotonic()
             for group in list(self._groups.values()):
-                group.tick(now)
-                self._forget_if_unused(group)
+                try:
+                    group.tick(now)
+                    self._forget_if_unused(group)
+                except Exception:  # one group's bug must not stop every group's clock
+                    logger.exception("group %s: tick failed", group.group_id)
             deadlines = [g.next_deadline(now) for g in self._groups.values()]
             due = min((d for d in deadlines if d is not None), default=now + 60.0)
             self._changed.clear()
@@ -120,9 +124,15 @@ class GroupCoordinator:
         group = self._group(group_id, create=True)
         future = group.join(request, time.monotonic())
         self._changed.set()
-        result = await self._answer(group, future)
-        if result.generation > self._offsets.generation(group_id):
-            # Generations outlive restarts, so a member of an ended one stays fenced.
+        try:
+            result = await self._answer(group, future)
+        except errors.RebalanceInProgress:
+            group.abandon_join(future, time.monotonic())
+            raise
+        if result.generation > self._recorded.get(group_id, 0):
+            # Generations outlive restarts, so a member of an ended one stays fenced. One
+            # write per generation, whichever member's answer gets here first.
+            self._recorded[group_id] = result.generation
             await self._offsets.record_generation(group_id, result.generation)
         return result
 
@@ -180,7 +190,8 @@ class GroupCoordinator:
         if not entries:
             raise errors.InvalidRequest("no offsets to commit")
         for entry in entries:
-            self._logs.log(entry.topic, entry.partition)  # unknown topic or partition: 404
+            # Unknown topic or partition: 404. Hosted here or by another broker of the cluster.
+            self._logs.check_partition(entry.topic, entry.partition)
         group = self._group(group_id, create=True)
         group.check_commit(member_id, generation, time.monotonic())
         await self._offsets.commit(
@@ -220,7 +231,7 @@ class GroupCoordinator:
             if not plan:
                 raise errors.InvalidRequest('"offsets" must list the offsets to reset to')
             for entry in plan:
-                self._logs.log(entry.topic, entry.partition)
+                self._logs.check_partition(entry.topic, entry.partition)
         else:
             plan = [
                 self._reset_target(t, p, to, timestamp_ms)
@@ -316,6 +327,11 @@ class GroupCoordinator:
     def rebalances(self) -> dict[str, int]:
         return {g.group_id: g.rebalances for g in self._groups.values()}
 
+    async def forget_topic(self, topic: str) -> None:
+        """A deleted topic's committed offsets go too, or a new topic of the same name would
+        start from them (as Kafka drops them)."""
+        await self._offsets.forget_topic(topic)
+
     async def delete(self, group_id: str) -> None:
         check_group_id(group_id)
         group = self._groups.get(group_id)
@@ -325,6 +341,7 @@ class GroupCoordinator:
             group.mark_dead()  # refused while members are live
             del self._groups[group_id]
         await self._offsets.delete_group(group_id)
+        self._recorded.pop(group_id, None)
 
     def lag(
         self, group_id: str, owners: Mapping[tuple[str, int], str] | None = None

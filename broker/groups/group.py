@@ -90,6 +90,7 @@ class Member:
     assignment: bytes = b""
     joining: asyncio.Future[JoinResult] | None = None
     syncing: asyncio.Future[SyncResult] | None = None
+    joined: bool = False  # has had a join answer, so it knows its member id
 
     def metadata_for(self, protocol: str) -> bytes:
         return dict(self.request.protocols)[protocol]
@@ -117,6 +118,7 @@ class Group:
     rebalances: int = 0  # started since this broker began, for metrics
     _join_deadline: float = 0.0  # stragglers are dropped from the rebalance after this
     _join_not_before: float = 0.0  # the initial delay
+    _sync_deadline: float = 0.0  # the leader's assignment is due by then
 
     # --- the members' calls ---------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class Group:
         if known and self.state is GroupState.STABLE and self._unchanged(member, request):
             # A follower rejoining with what it had: nothing to rebalance (as Kafka does).
             member.joining = None
+            member.request = request  # its timeouts may have changed
             future.set_result(self._join_result(member))
             return future
         member.request = request
@@ -186,6 +189,16 @@ class Group:
         self._remove(member_id, errors.UnknownMember("the member left the group"), now)
         self.tick(now)  # the others may all have rejoined already
 
+    def abandon_join(self, future: asyncio.Future[JoinResult], now: float) -> None:
+        """The caller gave up waiting for ``future``. A member that never had a join answer
+        cannot know its id, so it is removed: it would otherwise linger and be assigned
+        partitions it never reads (the client rejoins as a new member)."""
+        for member in list(self.members.values()):
+            if member.joining is future and not member.joined:
+                self._remove(member.member_id, errors.RebalanceInProgress("join abandoned"), now)
+                self.tick(now)
+                return
+
     def check_commit(self, member_id: str, generation: int, now: float) -> None:
         """Fencing for an offset commit: only the current generation's members may commit, or
         anyone (member id "", generation -1) while the group has no members."""
@@ -212,6 +225,13 @@ class Group:
             all_joined = all(m.joining is not None for m in self.members.values())
             if (all_joined and now >= self._join_not_before) or now >= self._join_deadline:
                 self._complete_join(now)
+        elif self.state is GroupState.COMPLETING_REBALANCE and now >= self._sync_deadline:
+            # The leader's assignment never came (a leader that heartbeats but does not sync):
+            # drop whoever has not synced and start over, rather than wait for ever.
+            for member in [m for m in self.members.values() if m.syncing is None]:
+                self._remove(member.member_id, errors.UnknownMember("no sync in time"), now)
+            if self.state is GroupState.COMPLETING_REBALANCE:
+                self._prepare_rebalance(now)
 
     def next_deadline(self, now: float) -> float | None:
         """When ``tick`` next has something to do (None: only a call can change anything)."""
@@ -220,6 +240,8 @@ class Group:
             for m in self.members.values()
             if not m.waiting
         ]
+        if self.state is GroupState.COMPLETING_REBALANCE:
+            times.append(self._sync_deadline)
         if self.state is GroupState.PREPARING_REBALANCE:
             times.append(self._join_deadline)
             if self._join_not_before > now:
@@ -325,9 +347,13 @@ class Group:
         if self.leader not in self.members:
             self.leader = next(iter(self.members))  # the longest-standing member
         self.state = GroupState.COMPLETING_REBALANCE
+        self._sync_deadline = now + max(
+            m.request.rebalance_timeout_s for m in self.members.values()
+        )
         for member in self.members.values():
             member.assignment = b""
             member.last_heard = now
+            member.joined = True
             if member.joining is not None:
                 member.joining.set_result(self._join_result(member))
                 member.joining = None

@@ -7,6 +7,7 @@ so a commit is acknowledged only once fsynced and concurrent commits share fsync
 request is one batch, so it is applied whole or not at all. Records, keys and values in JSON::
 
     key ["offset", group, topic, partition]  value {"offset", "metadata", "time"}
+    key ["offset", group, topic, partition]  value null             (the topic was deleted)
     key ["group", group]                     value {"generation"}   (the group's last one)
     key ["group", group]                     value null             (deleted: forget it all)
 
@@ -51,6 +52,9 @@ LOG_NAME = "__group_offsets"
 # Never deleted by time or size: the latest record of a key may be arbitrarily old.
 _LOG_CONFIG = TopicConfig(segment_bytes=64 * MIB, retention_ms=-1, retention_bytes=-1)
 _REPLAY_CHUNK = 4 * MIB
+# Well under the log's max.message.bytes (a record is at most ~30 KiB: 4096 characters of
+# metadata, JSON-escaped).
+_COMPACT_BATCH_BYTES = 1 * MIB
 
 TopicPartitionKey = tuple[str, int]
 
@@ -137,6 +141,17 @@ class OffsetStore:
     async def delete_group(self, group: str) -> None:
         await self._append([(["group", group], None)])
 
+    async def forget_topic(self, topic: str) -> None:
+        """Drop every group's committed offsets of ``topic`` (it was deleted)."""
+        doomed: list[tuple[list[Any], Mapping[str, Any] | None]] = [
+            (["offset", group, t, p], None)
+            for group, stored in sorted(self._groups.items())
+            for t, p in sorted(stored.offsets)
+            if t == topic
+        ]
+        if doomed:
+            await self._append(doomed)
+
     async def close(self) -> None:
         await self._log.close()
 
@@ -168,30 +183,41 @@ class OffsetStore:
         return self._log.size_bytes >= self._compact_min_bytes and records > 4 * live
 
     async def compact(self) -> None:
-        """Replace the log with one holding only the live state; commits wait meanwhile."""
+        """Replace the log with one holding only the live state; commits wait meanwhile.
+
+        The new log is written in full beside the old one first: if anything fails, it is
+        removed and the old log goes on serving as if nothing had happened."""
         self._swapped.clear()
+        fresh = self._directory.with_name(self._directory.name + ".compacting")
         try:
             await self._idle.wait()
-            await self._log.close()
             before = self._log.size_bytes
-            fresh = self._directory.with_name(self._directory.name + ".compacting")
             shutil.rmtree(fresh, ignore_errors=True)
             new_log = self._open_log(fresh)
-            for chunk in _chunks(self._live_records(), 10_000):
-                raw = _batch(chunk)
-                await new_log.append(raw, check_batches(raw))
-            await new_log.close()
+            try:
+                for chunk in _chunks(self._live_records(), _COMPACT_BATCH_BYTES):
+                    raw = _batch(chunk)
+                    await new_log.append(raw, check_batches(raw))
+            finally:
+                await new_log.close()
+            await self._log.close()
             old = self._directory.with_name(self._directory.name + ".old")
             self._directory.rename(old)
             fresh.rename(self._directory)
             fsync_dir(self._directory.parent)
             shutil.rmtree(old)
-            self._log = self._open_log(self._directory)
-            self._groups.clear()
-            self._deleted_at.clear()
-            self._replay()
-            logger.info("group offsets compacted: %d bytes -> %d", before, self._log.size_bytes)
+            logger.info("group offsets compacted: %d bytes -> %d", before, self.size_bytes)
+        except BaseException:
+            logger.exception("group offsets: compaction failed; the log stays as it was")
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
         finally:
+            if self._log.closed:  # swapped (or failed after closing): serve the log in place
+                _finish_interrupted_swap(self._directory)
+                self._log = self._open_log(self._directory)
+                self._groups.clear()
+                self._deleted_at.clear()
+                self._replay()
             self._swapped.set()
 
     def _live_records(self) -> list[tuple[bytes, bytes]]:
@@ -240,7 +266,10 @@ class OffsetStore:
             elif kind == "offset":
                 tp = (str(key[2]), int(key[3]))
                 current = stored.offsets.get(tp)
-                if current is None or current[0] < log_offset:
+                if value is None:
+                    if current is not None and current[0] < log_offset:
+                        del stored.offsets[tp]
+                elif current is None or current[0] < log_offset:
                     entry = CommittedOffset(value["offset"], value["metadata"], value["time"])
                     stored.offsets[tp] = (log_offset, entry)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -256,9 +285,20 @@ def _batch(records: Sequence[tuple[bytes, bytes | None]]) -> bytes:
     return builder.build()
 
 
-def _chunks(items: list[tuple[bytes, bytes]], size: int) -> Iterator[list[tuple[bytes, bytes]]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(
+    items: list[tuple[bytes, bytes]], max_bytes: int
+) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Runs of records of about ``max_bytes`` at most (one record, if it alone is larger)."""
+    chunk: list[tuple[bytes, bytes]] = []
+    size = 0
+    for key, value in items:
+        if chunk and size + len(key) + len(value) > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((key, value))
+        size += len(key) + len(value) + 32  # and each record's framing
+    if chunk:
+        yield chunk
 
 
 def _finish_interrupted_swap(directory: Path) -> None:

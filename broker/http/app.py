@@ -1,8 +1,11 @@
 """Assembles the broker's aiohttp application from its route modules.
 
 Called by ``millstream.broker.server`` (and by tests that want an app without a process).
-The app serves an already opened :class:`LogManager` and :class:`GroupCoordinator`; opening
-and closing them is the server's job, so the same app works over any data directory.
+The app serves an already opened :class:`LogManager` and :class:`GroupCoordinator`, and the
+:class:`ClusterNode` that says which partitions and groups are served here; opening and
+closing them is the server's job, so the same app works over any data directory. Without a
+node the broker is standalone (metadata pushes persist in the log manager's directory) and
+without an admin token its admin routes are closed.
 """
 
 from __future__ import annotations
@@ -12,20 +15,27 @@ import json
 
 from aiohttp import web
 
+from millstream.broker.cluster.node import ClusterNode
+from millstream.broker.cluster.store import MetadataStore
 from millstream.broker.groups.coordinator import GroupCoordinator
-from millstream.broker.http import fetch, groups, produce, topics
+from millstream.broker.http import admin, fetch, groups, produce, topics
+from millstream.broker.http.auth import AdminAuth
 from millstream.broker.http.errors import error_middleware
 from millstream.broker.http.keys import (
+    ADMIN_AUTH,
+    CLUSTER,
     GROUPS,
     LOGS,
     METRICS,
     PARTITIONER,
+    PEERS,
     SETTINGS,
     STOPPING,
     HttpSettings,
 )
 from millstream.broker.http.metrics import BrokerMetrics, metrics_middleware
 from millstream.broker.http.openapi import openapi_document
+from millstream.broker.http.peers import Peers
 from millstream.broker.storage.log_manager import LogManager
 from millstream.partitioner import StickyPartitioner
 
@@ -61,6 +71,9 @@ def make_app(
     coordinator: GroupCoordinator,
     metrics: BrokerMetrics,
     settings: HttpSettings | None = None,
+    *,
+    cluster: ClusterNode | None = None,
+    admin_auth: AdminAuth | None = None,
 ) -> web.Application:
     settings = settings or HttpSettings()
     app = web.Application(
@@ -73,6 +86,11 @@ def make_app(
     app[SETTINGS] = settings
     app[PARTITIONER] = StickyPartitioner()
     app[STOPPING] = asyncio.Event()
-    for table in (topics.routes, produce.routes, fetch.routes, groups.routes, _service):
+    app[CLUSTER] = cluster or ClusterNode(logs, MetadataStore(logs.data_dir), broker_id=None)
+    app[ADMIN_AUTH] = admin_auth or AdminAuth(None)
+    app[PEERS] = peers = Peers(settings.peer_timeout_s)
+    app.on_cleanup.append(peers.close)
+    tables = (topics.routes, produce.routes, fetch.routes, groups.routes, admin.routes, _service)
+    for table in tables:
         app.add_routes(table)
     return app

@@ -4,6 +4,8 @@ Handlers raise :mod:`millstream.errors` classes (or let storage raise them); thi
 renders every failure as ``{"error": {"code", "message"}}`` with the status below, including
 aiohttp's own refusals (unknown route, wrong method, body too large), so a client never has to
 parse HTML or guess. An unexpected exception is logged and answered 500 ``internal_error``.
+A misdirected request (421 ``not_leader``, ``not_coordinator``) also names the broker to go
+to: ``{"error": {"code", "message", "broker": {"id", "url"}}}``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The most specific class wins: lookups walk each error's MRO.
 STATUS: dict[type[errors.MillstreamError], int] = {
     errors.InvalidRequest: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.BodyTooLarge: 413,
     errors.RecordTooLarge: 413,
     errors.UnsupportedMediaType: 415,
@@ -29,6 +33,9 @@ STATUS: dict[type[errors.MillstreamError], int] = {
     errors.NotFound: 404,
     errors.TopicExists: 409,
     errors.GroupConflict: 409,
+    errors.ManagedByOperator: 409,
+    errors.StaleEpoch: 409,
+    errors.Misdirected: 421,
     errors.OffsetOutOfRange: 416,
     errors.StorageError: 503,
     errors.BrokerUnavailable: 503,
@@ -45,8 +52,13 @@ def status_for(error: errors.MillstreamError) -> int:
 
 
 def error_response(error: errors.MillstreamError) -> web.Response:
-    body = {"error": {"code": error.code, "message": error.message}}
-    return web.json_response(body, status=status_for(error))
+    detail: dict[str, object] = {"code": error.code, "message": error.message}
+    if isinstance(error, errors.Misdirected) and error.broker is not None:
+        detail["broker"] = {"id": error.broker.id, "url": error.broker.url}
+    response = web.json_response({"error": detail}, status=status_for(error))
+    if isinstance(error, errors.Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="millstream-admin"'
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException) -> errors.MillstreamError:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from millstream import errors
 from millstream.broker.http.json_records import render_record
-from millstream.broker.http.keys import LOGS, METRICS, SETTINGS, STOPPING
+from millstream.broker.http.keys import METRICS, SETTINGS, STOPPING
 from millstream.broker.http.params import (
     INT64_MAX,
     int_param,
@@ -28,6 +28,7 @@ from millstream.broker.http.params import (
     wants,
 )
 from millstream.broker.http.produce import BATCH_MEDIA_TYPE
+from millstream.broker.http.routing import local_log
 from millstream.broker.storage.partition_log import PartitionLog
 from millstream.records import Record, decode_batch, iter_batches
 
@@ -72,7 +73,7 @@ async def _read_when_ready(
 @routes.get("/v1/topics/{topic}/partitions/{partition}/records")
 async def fetch_records(request: web.Request) -> web.StreamResponse:
     topic = request.match_info["topic"]
-    log = request.app[LOGS].log(topic, partition_param(request))
+    log = local_log(request, topic, partition_param(request))
     settings = request.app[SETTINGS]
     offset = int_param(request, "offset", log.log_start_offset, minimum=0)
     max_bytes = int_param(
@@ -204,7 +205,7 @@ def _connected(request: web.Request) -> bool:
 
 @routes.get("/v1/topics/{topic}/partitions/{partition}/offsets")
 async def lookup_offset(request: web.Request) -> web.Response:
-    log = request.app[LOGS].log(request.match_info["topic"], partition_param(request))
+    log = local_log(request, request.match_info["topic"], partition_param(request))
     at = request.query.get("at", "latest")
     if at == "earliest":
         offset = log.log_start_offset

@@ -3,6 +3,11 @@
 Thin: each handler parses and checks its body, calls the
 :class:`~millstream.broker.groups.coordinator.GroupCoordinator` and renders the answer. The
 contract is written up in ``docs/consumer-groups.md`` and in the OpenAPI document.
+
+In a cluster, a group's calls go to its coordinator (others answer ``not_coordinator``), which
+may keep offsets for partitions served elsewhere: for those, describe asks their brokers for
+the log end (lag), and a reset to earliest, latest or a time asks them for the offsets
+(:mod:`~millstream.broker.http.peers`).
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from typing import Any
 from aiohttp import web
 
 from millstream import errors
-from millstream.broker.groups.coordinator import OffsetEntry, ResetTarget
+from millstream.broker.groups.coordinator import OffsetEntry, ResetTarget, check_group_id
 from millstream.broker.groups.group import JoinRequest, JoinResult
 from millstream.broker.http.json_records import decode_base64
-from millstream.broker.http.keys import GROUPS
-from millstream.broker.http.params import INT64_MAX, json_body
+from millstream.broker.http.keys import CLUSTER, GROUPS, LOGS, PEERS
+from millstream.broker.http.params import INT64_MAX, json_body, object_body
+from millstream.broker.http.routing import check_coordinator
+from millstream.broker.storage.partition_log import PartitionLog
 
 routes = web.RouteTableDef()
 
@@ -31,13 +38,7 @@ _RESET_TARGETS: tuple[ResetTarget, ...] = ("earliest", "latest", "timestamp", "o
 
 
 async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise errors.InvalidRequest("body must be a JSON object")
-    unknown = set(body) - allowed
-    if unknown:
-        raise errors.InvalidRequest(f"body has unknown fields: {', '.join(sorted(unknown))}")
-    return body
+    return object_body(await json_body(request), allowed)
 
 
 # An optional field may be null, read as absent, as everywhere in this API.
@@ -93,7 +94,10 @@ def _object(item: Any, where: str, allowed: set[str]) -> dict[str, Any]:
 
 
 def _group_id(request: web.Request) -> str:
-    return request.match_info["group"]
+    """The group of the path, if this broker coordinates it."""
+    group_id = request.match_info["group"]
+    check_group_id(group_id)
+    return check_coordinator(request, group_id)
 
 
 # --- membership -----------------------------------------------------------------------------
@@ -262,9 +266,14 @@ async def reset_offsets(request: web.Request) -> web.Response:
         raise errors.InvalidRequest('"dry_run" must be true or false')
     timestamp = None if body.get("timestamp") is None else _int(body, "timestamp")
     explicit = _offset_entries(body, with_metadata=False) if body.get("offsets") is not None else []
+    group_id, target = _group_id(request), _reset_target(to)
+    if request.app[CLUSTER].managed and target != "offsets":
+        # Some partitions may be served elsewhere: look every target up here, reset to them.
+        explicit = await _cluster_targets(request, group_id, target, topics, timestamp)
+        target = "offsets"
     plan = await request.app[GROUPS].reset_offsets(
-        _group_id(request),
-        _reset_target(to),
+        group_id,
+        target,
         topics=topics,
         timestamp_ms=timestamp,
         offsets=explicit,
@@ -272,6 +281,53 @@ async def reset_offsets(request: web.Request) -> web.Response:
     )
     offsets = [{"topic": e.topic, "partition": e.partition, "offset": e.offset} for e in plan]
     return web.json_response({"offsets": offsets, "dry_run": bool(dry_run)})
+
+
+async def _cluster_targets(
+    request: web.Request,
+    group_id: str,
+    to: ResetTarget,
+    topics: list[str] | None,
+    timestamp: int | None,
+) -> list[OffsetEntry]:
+    """The offsets a reset ``to`` earliest, latest or a time means, partitions served here and
+    elsewhere alike; BrokerUnavailable if a broker does not answer (nothing is reset)."""
+    if to == "timestamp" and timestamp is None:
+        raise errors.InvalidRequest('a reset to a time needs "timestamp" (epoch ms)')
+    if topics is None:
+        topics = sorted({t for t, _ in request.app[GROUPS].committed(group_id)})
+        if not topics:
+            raise errors.InvalidRequest(
+                f"group {group_id!r} has no committed offsets: name the topics to reset"
+            )
+    logs, cluster = request.app[LOGS], request.app[CLUSTER]
+    at = str(timestamp) if to == "timestamp" else to
+    targets = [(t, p) for t in topics for p in range(logs.topic(t).partitions)]
+    local: dict[tuple[str, int], int] = {}
+    remote: list[tuple[str, str, int]] = []  # broker URL, topic, partition
+    for topic, partition in targets:
+        owner = cluster.owner(topic, partition)
+        if owner is None or owner.id == cluster.broker_id:
+            local[topic, partition] = _local_offset(logs.log(topic, partition), to, timestamp)
+        else:
+            remote.append((owner.url, topic, partition))
+    found = await request.app[PEERS].offsets(remote, at)
+    for (url, topic, partition), offset in zip(remote, found, strict=True):
+        if offset is None:
+            raise errors.BrokerUnavailable(
+                f"the broker at {url} did not give the offset of {topic}/{partition}; "
+                "nothing was reset, try again"
+            )
+        local[topic, partition] = offset
+    return [OffsetEntry(t, p, local[t, p]) for t, p in targets]
+
+
+def _local_offset(log: PartitionLog, to: ResetTarget, timestamp: int | None) -> int:
+    if to == "earliest":
+        return log.log_start_offset
+    if to == "latest":
+        return log.high_watermark
+    return log.offset_for_timestamp(timestamp or 0)
 
 
 def _reset_target(to: str) -> ResetTarget:
@@ -286,13 +342,40 @@ def _reset_target(to: str) -> ResetTarget:
 
 @routes.get("/v1/groups")
 async def list_groups(request: web.Request) -> web.Response:
-    coordinator = request.app[GROUPS]
-    return web.json_response({"groups": [coordinator.summary(g) for g in coordinator.group_ids()]})
+    coordinator, cluster = request.app[GROUPS], request.app[CLUSTER]
+    answer: dict[str, Any] = {"groups": [coordinator.summary(g) for g in coordinator.group_ids()]}
+    if cluster.managed:  # the groups this broker coordinates: clients ask every broker
+        answer["broker_id"] = cluster.broker_id
+    return web.json_response(answer)
 
 
 @routes.get("/v1/groups/{group}")
 async def describe_group(request: web.Request) -> web.Response:
-    return web.json_response(request.app[GROUPS].describe(_group_id(request)))
+    description = request.app[GROUPS].describe(_group_id(request))
+    await _remote_lag(request, description)
+    return web.json_response(description)
+
+
+async def _remote_lag(request: web.Request, description: dict[str, Any]) -> None:
+    """Log ends and lag of the partitions other brokers serve, as they say (null if they do
+    not answer within the peer timeout)."""
+    cluster = request.app[CLUSTER]
+    rows = []
+    for row in description["offsets"]:
+        owner = cluster.owner(row["topic"], row["partition"])
+        if row["log_end_offset"] is None and owner is not None and owner.id != cluster.broker_id:
+            rows.append((row, owner.url))
+    if not rows:
+        return
+    ends = await request.app[PEERS].offsets(
+        ((u, r["topic"], r["partition"]) for r, u in rows), "latest"
+    )
+    for (row, _), end in zip(rows, ends, strict=True):
+        row["log_end_offset"] = end
+        if end is not None and row["committed"] is not None:
+            row["lag"] = max(0, end - row["committed"])
+    known = [row["lag"] for row in description["offsets"] if row["lag"] is not None]
+    description["lag"] = sum(known) if known else None
 
 
 @routes.delete("/v1/groups/{group}")

@@ -92,9 +92,8 @@ class _LogCollector(Collector):
             "millstream_log_end_offset", "High watermark: next offset readable", labels=labels
         )
         for topic in self._logs.topic_names():
-            for p in range(self._logs.topic(topic).partitions):
-                log = self._logs.log(topic, p)
-                key = [topic, str(p)]
+            for log in self._logs.topic_logs(topic):  # those hosted here
+                key = [topic, str(log.partition)]
                 size.add_metric(key, log.size_bytes)
                 start.add_metric(key, log.log_start_offset)
                 end.add_metric(key, log.high_watermark)

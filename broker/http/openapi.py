@@ -62,6 +62,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 # 413: body over the broker's request limit; 503: the disk failed, or the broker is stopping.
 _WRITE_ERRORS = ("400", "413", "503")
+# In a cluster: the partition or group belongs to another broker, which the error names.
+_MISDIRECTED = "421"
 
 _FETCH_PARAMS = [
     _TOPIC,
@@ -138,6 +140,7 @@ _TOPIC_PATHS: dict[str, Any] = {
             "summary": "Create a topic",
             "operationId": "createTopic",
             "requestBody": {"required": True, "content": _json("NewTopic")},
+            "description": "409 managed_by_operator in an operator-managed cluster",
             "responses": {"201": _ok("Created", "Topic"), **_errors(*_WRITE_ERRORS, "409")},
         },
     },
@@ -146,18 +149,25 @@ _TOPIC_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Describe a topic: offsets and size per partition, config",
             "operationId": "describeTopic",
+            "description": "In a cluster: every partition with its broker; offsets and sizes "
+            "of the partitions served elsewhere are null",
             "responses": {"200": _ok("Topic", "Topic"), **_errors("404")},
         },
         "patch": {
             "summary": "Grow partitions or change config",
             "operationId": "alterTopic",
+            "description": "409 managed_by_operator in an operator-managed cluster",
             "requestBody": {"required": True, "content": _json("TopicChange")},
-            "responses": {"200": _ok("Changed", "Topic"), **_errors(*_WRITE_ERRORS, "404")},
+            "responses": {
+                "200": _ok("Changed", "Topic"),
+                **_errors(*_WRITE_ERRORS, "404", "409"),
+            },
         },
         "delete": {
             "summary": "Delete a topic and its data",
             "operationId": "deleteTopic",
-            "responses": {"204": {"description": "Deleted"}, **_errors("404", "503")},
+            "description": "409 managed_by_operator in an operator-managed cluster",
+            "responses": {"204": {"description": "Deleted"}, **_errors("404", "409", "503")},
         },
     },
 }
@@ -172,7 +182,7 @@ _RECORD_PATHS: dict[str, Any] = {
             "requestBody": {"required": True, "content": _json("ProduceRequest")},
             "responses": {
                 "200": _ok("Offsets, one per record in request order", "ProduceResult"),
-                **_errors(*_WRITE_ERRORS, "404"),
+                **_errors(*_WRITE_ERRORS, "404", _MISDIRECTED),
             },
         },
     },
@@ -188,7 +198,7 @@ _RECORD_PATHS: dict[str, Any] = {
             },
             "responses": {
                 "200": _ok("Offsets assigned", "BatchResult"),
-                **_errors(*_WRITE_ERRORS, "404", "415"),
+                **_errors(*_WRITE_ERRORS, "404", "415", _MISDIRECTED),
             },
         },
     },
@@ -197,7 +207,10 @@ _RECORD_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Read records from an offset (JSON, raw batches, NDJSON or SSE stream)",
             "operationId": "fetchRecords",
-            "responses": {"200": _FETCHED, **_errors("400", "404", "416", "503")},
+            "responses": {
+                "200": _FETCHED,
+                **_errors("400", "404", "416", _MISDIRECTED, "503"),
+            },
         },
     },
     "/v1/topics/{topic}/partitions/{partition}/offsets": {
@@ -205,7 +218,10 @@ _RECORD_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Look up an offset by position or time",
             "operationId": "lookupOffset",
-            "responses": {"200": _ok("Offset", "Offset"), **_errors("400", "404", "503")},
+            "responses": {
+                "200": _ok("Offset", "Offset"),
+                **_errors("400", "404", _MISDIRECTED, "503"),
+            },
         },
     },
 }
@@ -223,7 +239,7 @@ def _group_call(
             "summary": summary,
             "operationId": operation_id,
             "requestBody": {"required": True, "content": _json(body)},
-            "responses": {**ok, **_errors("400", *errors)},
+            "responses": {**ok, **_errors("400", *errors, _MISDIRECTED)},
         }
     }
 
@@ -243,12 +259,18 @@ _GROUP_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Describe a group: state, members, assignment, offsets and lag",
             "operationId": "describeGroup",
-            "responses": {"200": _ok("The group", "Group"), **_errors("400", "404")},
+            "responses": {
+                "200": _ok("The group", "Group"),
+                **_errors("400", "404", _MISDIRECTED),
+            },
         },
         "delete": {
             "summary": "Delete a group without live members, and its offsets",
             "operationId": "deleteGroup",
-            "responses": {**_NO_CONTENT, **_errors("400", "404", _CONFLICT, "503")},
+            "responses": {
+                **_NO_CONTENT,
+                **_errors("400", "404", _CONFLICT, _MISDIRECTED, "503"),
+            },
         },
     },
     "/v1/groups/{group}/join": {
@@ -301,7 +323,10 @@ _GROUP_PATHS: dict[str, Any] = {
                     explode=True,
                 )
             ],
-            "responses": {"200": _ok("Offsets", "CommittedOffsets"), **_errors("400")},
+            "responses": {
+                "200": _ok("Offsets", "CommittedOffsets"),
+                **_errors("400", _MISDIRECTED),
+            },
         },
         **_group_call(
             "commitOffsets",
@@ -323,6 +348,66 @@ _GROUP_PATHS: dict[str, Any] = {
             "404",
             _CONFLICT,
             "503",
+        ),
+    },
+}
+
+
+# 401: no token; 403: the wrong token, or a broker started without one; 409: stale_epoch.
+_ADMIN_ERRORS = ("400", "401", "403")
+_ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}]
+
+
+def _admin(operation_id: str, summary: str, **operation: Any) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["admin"],
+        "security": _ADMIN_SECURITY,
+        **operation,
+    }
+
+
+_ADMIN_PATHS: dict[str, Any] = {
+    "/v1/cluster": {
+        "get": {
+            "summary": "The cluster's brokers, this broker's id and every topic's placement",
+            "operationId": "describeCluster",
+            "description": "What clients route by; mode standalone on a broker outside a cluster",
+            "responses": {"200": _ok("Cluster metadata", "Cluster")},
+        }
+    },
+    "/v1/admin/cluster": {
+        "put": _admin(
+            "putCluster",
+            "Set the cluster's brokers (the operator's push)",
+            description="Refused with 409 stale_epoch if the epoch is older than the broker's",
+            requestBody={"required": True, "content": _json("ClusterPush")},
+            responses={
+                "200": _ok("The cluster metadata now", "Cluster"),
+                **_errors(*_ADMIN_ERRORS, "409", "503"),
+            },
+        )
+    },
+    "/v1/admin/topics/{topic}": {
+        "parameters": [_TOPIC],
+        "put": _admin(
+            "putTopicPlacement",
+            "Create or alter a topic and place its partitions (the operator's push)",
+            description="This broker hosts the partitions placed on it; partitions only grow",
+            requestBody={"required": True, "content": _json("TopicPush")},
+            responses={
+                "200": _ok("The topic as this broker serves it", "Topic"),
+                **_errors(*_ADMIN_ERRORS, "409", "413", "503"),
+            },
+        ),
+        "delete": _admin(
+            "deleteTopicPlacement",
+            "Delete a topic and what this broker holds of it (the operator's push)",
+            responses={
+                "204": {"description": "Deleted"},
+                **_errors(*_ADMIN_ERRORS, "404", "503"),
+            },
         ),
     },
 }
@@ -359,9 +444,22 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Millstream broker", "version": __version__},
-        "paths": {**_TOPIC_PATHS, **_RECORD_PATHS, **_GROUP_PATHS, **_SERVICE_PATHS},
+        "paths": {
+            **_TOPIC_PATHS,
+            **_RECORD_PATHS,
+            **_GROUP_PATHS,
+            **_ADMIN_PATHS,
+            **_SERVICE_PATHS,
+        },
         "components": {
             "schemas": schemas(),
+            "securitySchemes": {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operator's admin token (--admin-token-file)",
+                }
+            },
             "responses": {
                 "Error": {
                     "description": "A refused request: nothing of it was applied",

@@ -98,3 +98,31 @@ def wants(request: web.Request, media_type: str) -> bool:
     """Whether the Accept header names ``media_type`` (no q-value ranking: types here are exact)."""
     accept = request.headers.get("Accept", "").lower()
     return any(part.split(";")[0].strip() == media_type for part in accept.split(","))
+
+
+def object_body(body: Any, allowed: set[str]) -> dict[str, Any]:
+    """``body`` if it is a JSON object without fields outside ``allowed``."""
+    if not isinstance(body, dict):
+        raise errors.InvalidRequest("body must be a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        raise errors.InvalidRequest(f"unknown fields: {', '.join(sorted(unknown))}")
+    return body
+
+
+def topic_config(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The "config" object of a body, None if absent or null; its values checked for type."""
+    config = body.get("config")
+    if config is None:
+        return None
+    # Refused outright, so that a falsy non-object ([], 0, "") cannot pass as "no config".
+    if not isinstance(config, dict):
+        raise errors.InvalidConfig('"config" must be an object of setting names to values')
+    # Values travel as integers or, as Kafka tools send them, decimal strings; ASCII digits
+    # only, as storage's int() would also take "1_000" or other scripts' digits.
+    for name, value in config.items():
+        if isinstance(value, str) and not _INTEGER.fullmatch(value):
+            raise errors.InvalidConfig(
+                f"config {name!r} must be an integer or a string of decimal digits, got {value!r}"
+            )
+    return config

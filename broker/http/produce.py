@@ -3,7 +3,9 @@
 Both end in ``PartitionLog.append``. The JSON route assigns partitions (Kafka's murmur2 for
 keys, a sticky partition otherwise), builds one batch per partition and appends them
 concurrently, so the request costs one group-committed fsync per partition. Everything is
-checked before anything is written; a request is refused whole.
+checked before anything is written; a request is refused whole. In a cluster, the sticky
+partition is one served here, and a record whose key or partition belongs to another broker
+refuses the request with ``not_leader`` naming that broker (clients route by key themselves).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from aiohttp import web
 
 from millstream import errors
 from millstream.broker.http.json_records import IncomingRecord, parse_produce_body
-from millstream.broker.http.keys import LOGS, METRICS, PARTITIONER
+from millstream.broker.http.keys import CLUSTER, LOGS, METRICS, PARTITIONER
 from millstream.broker.http.params import acks_param, json_body, partition_param
+from millstream.broker.http.routing import local_log
 from millstream.partitioner import partition_for_key
 from millstream.records import BatchBuilder, check_batch, check_batches
 
@@ -36,12 +39,22 @@ async def produce_records(request: web.Request) -> web.Response:
     incoming = parse_produce_body(await json_body(request))
 
     sticky = request.app[PARTITIONER]
-    chosen = [_choose_partition(r, topic, partitions, sticky.partition) for r in incoming]
+    cluster = request.app[CLUSTER]
+    local = cluster.local_partitions(topic)
+
+    def pick(topic: str, partitions: int) -> int:
+        if local:  # in a cluster, keyless records stick to a partition served here
+            return local[sticky.partition(topic, len(local))]
+        return sticky.partition(topic, partitions)
+
+    chosen = [_choose_partition(r, topic, partitions, pick) for r in incoming]
     by_partition: dict[int, list[int]] = defaultdict(list)
     for index, partition in enumerate(chosen):
         by_partition[partition].append(index)
+    for partition in sorted(by_partition):
+        cluster.check_local(topic, partition)
     if any(r.key is None and r.partition is None for r in incoming):
-        sticky.next_batch(topic, partitions)
+        sticky.next_batch(topic, len(local) if local else partitions)
 
     builds = {p: _build(incoming, indexes) for p, indexes in by_partition.items()}
     # Check sizes against every partition's limit before the first byte is written.
@@ -95,8 +108,7 @@ def _build(incoming: list[IncomingRecord], indexes: list[int]) -> bytes:
 @routes.post("/v1/topics/{topic}/partitions/{partition}/batches")
 async def produce_batches(request: web.Request) -> web.Response:
     topic = request.match_info["topic"]
-    logs = request.app[LOGS]
-    log = logs.log(topic, partition_param(request))
+    log = local_log(request, topic, partition_param(request))
     if request.content_type not in _BATCH_MEDIA_TYPES:
         raise errors.UnsupportedMediaType(
             f"send raw record batches as {BATCH_MEDIA_TYPE}, not {request.content_type!r}"

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from millstream.broker.http.admin import (
+    MAX_BROKER_ID,
+    MAX_BROKERS,
+    MAX_TOPIC_ID_LENGTH,
+    MAX_URL_LENGTH,
+)
 from millstream.broker.http.groups import MAX_OFFSETS_PER_REQUEST
 from millstream.broker.http.json_records import BASE64, MAX_RECORDS_PER_REQUEST
 from millstream.broker.http.params import INT64_MAX
@@ -36,6 +42,7 @@ def obj_schema(
 
 
 _INTEGER = {"type": "integer"}
+_INTEGER_OR_NULL = {"type": ["integer", "null"]}
 _STRING = {"type": "string"}
 _TEXT_OR_NULL = {"type": ["string", "null"]}
 _BASE64 = {"type": "string", "contentEncoding": "base64", "pattern": f"^{BASE64.pattern}$"}
@@ -109,7 +116,17 @@ def _records_in() -> dict[str, Any]:
 def _topics() -> dict[str, Any]:
     partitions = {"type": "integer", "minimum": 1, "maximum": MAX_PARTITIONS}
     fields = ["partition", "earliest_offset", "latest_offset", "size_bytes"]
-    partition_info = obj_schema(fields, dict.fromkeys(fields, _INTEGER))
+    partition_info = obj_schema(
+        fields,
+        {
+            "partition": _INTEGER,
+            **dict.fromkeys(fields[1:], _INTEGER_OR_NULL),
+            "broker": {**_INTEGER, "description": "In a cluster: the broker serving it"},
+        },
+    )
+    partition_info["description"] = (
+        "Offsets and size are null for a partition served by another broker of the cluster"
+    )
     return {
         "TopicName": {
             "type": "string",
@@ -154,6 +171,76 @@ def _topics() -> dict[str, Any]:
                 "name": _STRING,
                 "partitions": {"type": "array", "items": partition_info},
                 "config": obj_schema(list(CONFIG_BOUNDS), dict.fromkeys(CONFIG_BOUNDS, _INTEGER)),
+                "topic_id": {**_TEXT_OR_NULL, "description": "In a cluster: the operator's id"},
+            },
+        ),
+    }
+
+
+def _cluster() -> dict[str, Any]:
+    broker_id = {"type": "integer", "minimum": 0, "maximum": MAX_BROKER_ID}
+    url = {"type": "string", "maxLength": MAX_URL_LENGTH, "pattern": "^https?://[^/]"}
+    broker = obj_schema(["id", "url"], {"id": broker_id, "url": url})
+    placement = {
+        "type": "object",
+        "description": "The broker id serving each partition, by partition number",
+        "propertyNames": {"pattern": "^(0|[1-9][0-9]*)$"},
+        "additionalProperties": broker_id,
+    }
+    epoch = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+    placed = obj_schema(
+        ["name", "partitions", "topic_id", "placement"],
+        {
+            "name": _STRING,
+            "partitions": _INTEGER,
+            "topic_id": _TEXT_OR_NULL,
+            "placement": placement,
+        },
+    )
+    return {
+        "Broker": broker,
+        "Cluster": obj_schema(
+            ["mode", "broker_id", "epoch", "brokers", "topics"],
+            {
+                "mode": {"enum": ["standalone", "cluster"]},
+                "broker_id": {"type": ["integer", "null"]},
+                "epoch": {"type": ["integer", "null"]},
+                "brokers": {"type": "array", "items": ref("Broker")},
+                "topics": {"type": "array", "items": placed},
+            },
+        ),
+        "ClusterPush": obj_schema(
+            ["epoch", "brokers"],
+            {
+                "epoch": {**epoch, "description": "Refused if older than the broker's"},
+                "brokers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BROKERS,
+                    "items": ref("Broker"),
+                    "description": "Every broker of the cluster; ids distinct",
+                },
+            },
+        ),
+        "TopicPush": obj_schema(
+            ["partitions", "placement"],
+            {
+                "partitions": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PARTITIONS,
+                    "description": "Can only grow",
+                },
+                "config": {
+                    **nullable(ref("TopicConfig")),
+                    "description": "Every override: a setting left out is the broker default",
+                },
+                "placement": {
+                    **placement,
+                    "description": "Every partition, 0 to partitions-1, to a broker of the cluster",
+                },
+                "topic_id": nullable({"type": "string", "maxLength": MAX_TOPIC_ID_LENGTH}),
+                "epoch": nullable({**epoch, "description": "Refused if older than the topic's"}),
             },
         ),
     }
@@ -204,6 +291,10 @@ def _results() -> dict[str, Any]:
                     {
                         "code": {"type": "string", "description": "Stable, machine-readable"},
                         "message": _STRING,
+                        "broker": {
+                            **ref("Broker"),
+                            "description": "not_leader, not_coordinator: the broker to ask",
+                        },
                     },
                 )
             },
@@ -357,7 +448,17 @@ def _groups() -> dict[str, Any]:
             ["offsets", "dry_run"],
             {"offsets": {"type": "array", "items": reset_entry}, "dry_run": {"type": "boolean"}},
         ),
-        "GroupList": obj_schema(["groups"], {"groups": {"type": "array", "items": summary}}),
+        "GroupList": obj_schema(
+            ["groups"],
+            {
+                "groups": {"type": "array", "items": summary},
+                "broker_id": {
+                    "type": "integer",
+                    "description": "In a cluster: this broker, which lists the groups it "
+                    "coordinates (ask every broker for all of them)",
+                },
+            },
+        ),
         "Group": obj_schema(
             [
                 "group",
@@ -394,4 +495,4 @@ def _groups() -> dict[str, Any]:
 
 
 def schemas() -> dict[str, Any]:
-    return {**_topics(), **_records_in(), **_results(), **_groups()}
+    return {**_topics(), **_records_in(), **_results(), **_groups(), **_cluster()}

@@ -1,77 +1,76 @@
 """Topic administration routes: create, list, describe, alter, delete.
 
-In a standalone broker these routes are the source of truth for topics.
+In a standalone broker these routes are the source of truth for topics. In an operator-managed
+cluster the Topic resources are: create, alter and delete are refused with
+``managed_by_operator`` (the operator pushes topics through ``/v1/admin/topics``), and a
+description covers the whole topic, each partition with its broker, offsets and sizes given for
+the partitions served here (null for the others: their brokers have them).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
 from millstream import errors
-from millstream.broker.http.keys import LOGS, METRICS
-from millstream.broker.http.params import json_body
+from millstream.broker.cluster.node import ClusterNode
+from millstream.broker.http.keys import CLUSTER, GROUPS, LOGS, METRICS
+from millstream.broker.http.params import json_body, object_body, topic_config
 from millstream.broker.storage.log_manager import LogManager
 
 routes = web.RouteTableDef()
 
-# Config values travel as integers or, as Kafka tools send them, decimal strings. The edge
-# takes ASCII digits only: storage's int() would also take "1_000" or other scripts' digits.
-_CONFIG_STRING: Final = re.compile(r"-?[0-9]+")
+_MANAGED = (
+    "this broker belongs to an operator-managed cluster, where topics are Topic resources: "
+    "{} the topic with kubectl (a Topic resource), not over the broker's API"
+)
 
 
-def describe(logs: LogManager, name: str) -> dict[str, Any]:
+def describe(logs: LogManager, name: str, cluster: ClusterNode | None = None) -> dict[str, Any]:
     info = logs.topic(name)
-    partitions = []
+    metadata = None if cluster is None else cluster.metadata
+    placed = None if metadata is None else metadata.topics.get(name)
+    partitions: list[dict[str, Any]] = []
     for p in range(info.partitions):
-        log = logs.log(name, p)
-        partitions.append(
-            {
-                "partition": p,
-                "earliest_offset": log.log_start_offset,
-                "latest_offset": log.high_watermark,
-                "size_bytes": log.size_bytes,
-            }
-        )
-    return {"name": name, "partitions": partitions, "config": info.config.to_mapping()}
-
-
-def _object_body(body: Any, allowed: set[str]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise errors.InvalidRequest("body must be a JSON object")
-    unknown = set(body) - allowed
-    if unknown:
-        raise errors.InvalidRequest(f"unknown fields: {', '.join(sorted(unknown))}")
-    return body
-
-
-def _config(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The "config" object of a body, None if absent or null; its values checked for type."""
-    config = body.get("config")
-    if config is None:
-        return None
-    # Refused outright, so that a falsy non-object ([], 0, "") cannot pass as "no config".
-    if not isinstance(config, dict):
-        raise errors.InvalidConfig('"config" must be an object of setting names to values')
-    for name, value in config.items():
-        if isinstance(value, str) and not _CONFIG_STRING.fullmatch(value):
-            raise errors.InvalidConfig(
-                f"config {name!r} must be an integer or a string of decimal digits, got {value!r}"
+        row: dict[str, Any] = {"partition": p}
+        if placed is not None:
+            row["broker"] = placed.placement[p]
+        if info.hosts(p):
+            log = logs.log(name, p)
+            row.update(
+                earliest_offset=log.log_start_offset,
+                latest_offset=log.high_watermark,
+                size_bytes=log.size_bytes,
             )
-    return config
+        else:
+            row.update(earliest_offset=None, latest_offset=None, size_bytes=None)
+        partitions.append(row)
+    described: dict[str, Any] = {
+        "name": name,
+        "partitions": partitions,
+        "config": info.config.to_mapping(),
+    }
+    if placed is not None:
+        described["topic_id"] = placed.topic_id
+    return described
+
+
+def refuse_if_managed(request: web.Request, verb: str) -> None:
+    if request.app[CLUSTER].managed:
+        raise errors.ManagedByOperator(_MANAGED.format(verb))
 
 
 @routes.post("/v1/topics")
 async def create_topic(request: web.Request) -> web.Response:
-    body = _object_body(await json_body(request), {"name", "partitions", "config"})
+    refuse_if_managed(request, "create")
+    body = object_body(await json_body(request), {"name", "partitions", "config"})
     name = body.get("name")
     if not isinstance(name, str):
         raise errors.InvalidTopicName('"name" must be a string')
     partitions = body.get("partitions")
     logs = request.app[LOGS]
-    logs.create_topic(name, 1 if partitions is None else partitions, _config(body) or {})
+    logs.create_topic(name, 1 if partitions is None else partitions, topic_config(body) or {})
     return web.json_response(describe(logs, name), status=201)
 
 
@@ -84,21 +83,25 @@ async def list_topics(request: web.Request) -> web.Response:
 
 @routes.get("/v1/topics/{topic}")
 async def get_topic(request: web.Request) -> web.Response:
-    return web.json_response(describe(request.app[LOGS], request.match_info["topic"]))
+    app = request.app
+    return web.json_response(describe(app[LOGS], request.match_info["topic"], app[CLUSTER]))
 
 
 @routes.patch("/v1/topics/{topic}")
 async def alter_topic(request: web.Request) -> web.Response:
-    body = _object_body(await json_body(request), {"partitions", "config"})
+    refuse_if_managed(request, "alter")
+    body = object_body(await json_body(request), {"partitions", "config"})
     name = request.match_info["topic"]
     logs = request.app[LOGS]
-    logs.alter_topic(name, partitions=body.get("partitions"), config=_config(body))
+    logs.alter_topic(name, partitions=body.get("partitions"), config=topic_config(body))
     return web.json_response(describe(logs, name))
 
 
 @routes.delete("/v1/topics/{topic}")
 async def delete_topic(request: web.Request) -> web.Response:
+    refuse_if_managed(request, "delete")
     name = request.match_info["topic"]
     request.app[LOGS].delete_topic(name)
     request.app[METRICS].forget_topic(name)
+    await request.app[GROUPS].forget_topic(name)
     return web.Response(status=204)

@@ -2,7 +2,8 @@
 
 Layout of a data directory::
 
-    <data>/topics/<topic>/topic.json              name, partition count, config (atomic rewrite)
+    <data>/topics/<topic>/topic.json              name, partition count, config, the
+                                                  partitions hosted here (atomic rewrite)
     <data>/topics/<topic>/<partition>/<base>.log        RecordBatch v2 bytes, as received
     <data>/topics/<topic>/<partition>/<base>.index      sparse offset index
     <data>/topics/<topic>/<partition>/<base>.timeindex  sparse time index
@@ -11,7 +12,8 @@ Layout of a data directory::
 
 ``<base>`` is the segment's first offset, zero-padded to 20 digits as in Kafka. Each module
 documents its own file format: ``segment``, ``offset_index``, ``time_index``, ``recovery``
-(the recovery point) and ``log_manager`` (topic.json, staging and trash).
+(the recovery point), ``topic_file`` (topic.json) and ``log_manager`` (staging and trash;
+topics that host a subset of their partitions, as brokers of a cluster do).
 
 The public surface, used by ``millstream.broker.http``:
 

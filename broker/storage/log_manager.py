@@ -4,18 +4,26 @@ Created once per broker process by the server and used by the HTTP layer. Layout
 package docstring) plus two working directories on the same filesystem, so that moving a
 topic in or out of ``topics/`` is one atomic rename::
 
-    <data>/topics/<topic>/topic.json     {"version": 1, "name": ..., "partitions": N,
-                                          "config": {<overrides of the broker defaults>}}
-    <data>/topics/<topic>/<partition>/   one PartitionLog each
+    <data>/topics/<topic>/topic.json     name, partition count, config overrides, and the
+                                         partitions hosted here (see ``topic_file``)
+    <data>/topics/<topic>/<partition>/   one PartitionLog per hosted partition
     <data>/staging/<random>/             a topic being created (topic.json written, fsynced)
-    <data>/trash/<random>/               a topic being deleted
+    <data>/trash/<random>/               a topic, or a partition, being deleted
+
+A topic may host a subset of its partitions (a broker of a multi-broker cluster serves those
+placed on it): :meth:`LogManager.topic` describes the whole topic (every partition counts for
+keys and offset commits), :meth:`LogManager.log` opens only hosted partitions and refuses the
+others with ``unknown_partition``. :meth:`LogManager.ensure_topic` makes a topic exactly what
+the cluster's metadata says, creating it or altering it; a partition it stops hosting is
+closed and its directory moved to ``trash/``, so the directory holds exactly the hosted
+partitions. ``open()`` applies the same rule to a topic whose ``topic.json`` was rewritten
+just before a crash. Standalone topics (``create_topic``) host every partition.
 
 Creating a topic builds it in ``staging/`` and renames it into ``topics/``; deleting renames it
 into ``trash/`` and removes it in a worker thread. Either rename is the commit point, made
 durable by fsyncing both directories, so after a crash a topic is entirely there or entirely
 gone; ``open()`` empties ``staging/`` and ``trash/``. ``topic.json`` is replaced atomically
-(tmp, fsync, rename, fsync directory). Only config overrides are stored, so a change of broker
-defaults reaches every topic that did not set its own value.
+(tmp, fsync, rename, fsync directory) before the partitions it names are created or removed.
 
 Not thread-safe: used on the event loop's thread (``open`` may run before the loop does).
 """
@@ -23,21 +31,26 @@ Not thread-safe: used on the event loop's thread (``open`` may run before the lo
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from millstream.broker.storage.config import TopicConfig
-from millstream.broker.storage.files import atomic_write, fsync_dir
+from millstream.broker.storage.files import fsync_dir
 from millstream.broker.storage.partition_log import PartitionLog
+from millstream.broker.storage.topic_file import (
+    TOPIC_FILE,
+    TopicFile,
+    read_topic_file,
+    write_topic_file,
+)
 from millstream.errors import (
     BrokerUnavailable,
     InvalidConfig,
@@ -51,7 +64,6 @@ from millstream.errors import (
 
 logger = logging.getLogger(__name__)
 
-TOPIC_FILE: Final = "topic.json"
 MAX_PARTITIONS: Final = 10_000
 _TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 DEFAULT_CONFIG: Final = TopicConfig()
@@ -62,15 +74,22 @@ FSYNC_THREADS: Final = 16
 @dataclass(frozen=True, slots=True)
 class TopicInfo:
     name: str
-    partitions: int
+    partitions: int  # of the whole topic, wherever its partitions are served
     config: TopicConfig
+    # The partitions this broker hosts; None: every one (a standalone broker's topic).
+    hosted: frozenset[int] | None = None
+
+    def hosts(self, partition: int) -> bool:
+        return 0 <= partition < self.partitions and (
+            self.hosted is None or partition in self.hosted
+        )
 
 
 @dataclass(slots=True)
 class _Topic:
     info: TopicInfo
     overrides: dict[str, int]
-    logs: list[PartitionLog]
+    logs: dict[int, PartitionLog]  # by partition: the hosted ones
 
 
 class LogManager:
@@ -120,20 +139,24 @@ class LogManager:
 
     def _load_topic(self, directory: Path) -> None:
         try:
-            stored = json.loads((directory / TOPIC_FILE).read_bytes())
-            name, partitions = stored["name"], stored["partitions"]
-            overrides = {str(k): int(v) for k, v in stored["config"].items()}
-            config = self.defaults.with_updates(overrides)
+            stored = read_topic_file(directory)
+            config = self.defaults.with_updates(stored.overrides)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidConfig) as exc:
             logger.error("ignoring %s: cannot read its %s: %s", directory, TOPIC_FILE, exc)
             return
+        name, partitions = stored.name, stored.partitions
         if name != directory.name or not _valid_partitions(partitions):
             logger.error("ignoring %s: its %s does not match", directory, TOPIC_FILE)
             return
-        info = TopicInfo(name, partitions, config)
-        topic = _Topic(info, overrides, [])
+        info = TopicInfo(name, partitions, config, stored.hosted)
+        topic = _Topic(info, stored.overrides, {})
         self._topics[name] = topic
-        topic.logs = [self._open_log(directory, name, p, config) for p in range(partitions)]
+        hosted = sorted(stored.hosted) if stored.hosted is not None else range(partitions)
+        for stray in _partition_dirs(directory) - set(hosted):
+            # topic.json stopped hosting it just before a crash: finish the removal.
+            logger.info("removing partition %d of %s, no longer hosted here", stray, name)
+            self._trash(directory / str(stray))
+        topic.logs = {p: self._open_log(directory, name, p, config) for p in hosted}
 
     def _open_log(
         self, directory: Path, name: str, partition: int, config: TopicConfig
@@ -152,7 +175,7 @@ class LogManager:
         if not self._open:
             return
         self._open = False
-        logs = [partition_log for topic in self._topics.values() for partition_log in topic.logs]
+        logs = self.logs()
         await asyncio.gather(*(partition_log.close() for partition_log in logs))
         if self._removals:
             await asyncio.gather(*self._removals, return_exceptions=True)
@@ -168,36 +191,93 @@ class LogManager:
     ) -> TopicInfo:
         """Create a topic; nothing is left on disk if any argument is refused."""
         self._check_open()
-        _check_name(name)
-        if not _valid_partitions(partitions):
-            raise InvalidPartitions(
-                f"partitions must be an integer from 1 to {MAX_PARTITIONS}, got {partitions!r}"
-            )
+        check_topic_name(name)
+        _check_partitions(partitions)
         overrides = _overrides({}, config or {})
-        effective = self.defaults.with_updates(overrides)
         if name in self._topics or (self._topics_dir / name).exists():
             raise TopicExists(f"topic {name!r} already exists")
+        return self._create(TopicFile(name, partitions, overrides))
+
+    def _create(self, stored: TopicFile) -> TopicInfo:
+        name, partitions = stored.name, stored.partitions
+        effective = self.defaults.with_updates(stored.overrides)
         staging = self._staging_dir / uuid.uuid4().hex
         staging.mkdir()
         try:
-            _write_topic_file(staging, name, partitions, overrides)
+            write_topic_file(staging, stored)
             os.rename(staging, self._topics_dir / name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_dir(self._staging_dir)
         fsync_dir(self._topics_dir)
-        info = TopicInfo(name, partitions, effective)
-        topic = _Topic(info, overrides, [])
+        info = TopicInfo(name, partitions, effective, stored.hosted)
+        topic = _Topic(info, stored.overrides, {})
         self._topics[name] = topic
         directory = self._topics_dir / name
         try:
             for p in range(partitions):
-                topic.logs.append(self._open_log(directory, name, p, effective))
+                if info.hosts(p):
+                    topic.logs[p] = self._open_log(directory, name, p, effective)
         except OSError as exc:
             self.delete_topic(name)
             raise StorageError(f"cannot create the partitions of {name!r}: {exc}") from exc
-        logger.info("created topic %s with %d partition(s)", name, partitions)
+        logger.info(
+            "created topic %s with %d partition(s), %d hosted here",
+            name,
+            partitions,
+            len(topic.logs),
+        )
+        return info
+
+    def ensure_topic(
+        self, name: str, partitions: int, config: Mapping[str, Any], hosted: Iterable[int]
+    ) -> TopicInfo:
+        """Make the topic exactly this, as a cluster's metadata says: created if missing, else
+        grown (never shrunk), its overrides replaced by ``config``, and this broker hosting
+        exactly ``hosted`` (possibly none). A partition newly hosted starts empty; one no longer
+        hosted is closed (pending appends fail) and its directory removed. Idempotent: the
+        server replays the metadata through it at every start. Everything is checked first."""
+        self._check_open()
+        check_topic_name(name)
+        _check_partitions(partitions)
+        wanted = frozenset(hosted)
+        if not all(isinstance(p, int) and 0 <= p < partitions for p in wanted):
+            raise InvalidPartitions(f"hosted partitions must be in 0..{partitions - 1}")
+        overrides = _overrides({}, config)
+        topic = self._topics.get(name)
+        if topic is None:
+            if (self._topics_dir / name).exists():
+                raise StorageError(f"{self._topics_dir / name} exists but is not a loaded topic")
+            return self._create(TopicFile(name, partitions, overrides, wanted))
+        old = topic.info
+        if partitions < old.partitions:
+            raise InvalidPartitions(
+                f"topic {name!r} has {old.partitions} partitions; partitions can only grow "
+                f"(got {partitions})"
+            )
+        if (partitions, overrides, wanted) == (old.partitions, topic.overrides, old.hosted):
+            return old
+        directory = self._topics_dir / name
+        write_topic_file(directory, TopicFile(name, partitions, overrides, wanted))
+        effective = self.defaults.with_updates(overrides)
+        info = TopicInfo(name, partitions, effective, wanted)
+        topic.info, topic.overrides = info, overrides
+        for p in sorted(set(topic.logs) - wanted):
+            topic.logs.pop(p).delete(remove_files=False)
+            self._trash(directory / str(p))
+        for partition_log in topic.logs.values():
+            if partition_log.config != effective:
+                partition_log.update_config(effective)
+        try:
+            for p in sorted(wanted - set(topic.logs)):
+                topic.logs[p] = self._open_log(directory, name, p, effective)
+        except OSError as exc:
+            raise StorageError(f"cannot create the partitions of {name!r}: {exc}") from exc
+        logger.info(
+            "topic %s: %d partition(s), hosting %s, overrides %s",
+            *(name, partitions, sorted(wanted), overrides),
+        )
         return info
 
     def delete_topic(self, name: str) -> None:
@@ -207,15 +287,22 @@ class LogManager:
         """
         self._check_open()
         topic = self._topic(name)
-        tombstone = self._trash_dir / uuid.uuid4().hex
-        os.rename(self._topics_dir / name, tombstone)
-        fsync_dir(self._topics_dir)
-        fsync_dir(self._trash_dir)
+        self._trash(self._topics_dir / name)
         del self._topics[name]
-        for partition_log in topic.logs:
+        for partition_log in topic.logs.values():
             partition_log.delete(remove_files=False)
-        self._remove_later(tombstone)
         logger.info("deleted topic %s", name)
+
+    def _trash(self, directory: Path) -> None:
+        """Remove a topic's or partition's directory: gone at once (one rename, the commit
+        point, made durable by fsyncing both directories), its files later."""
+        if not directory.exists():
+            return
+        tombstone = self._trash_dir / uuid.uuid4().hex
+        os.rename(directory, tombstone)
+        fsync_dir(directory.parent)
+        fsync_dir(self._trash_dir)
+        self._remove_later(tombstone)
 
     def _remove_later(self, path: Path) -> None:
         try:
@@ -250,15 +337,16 @@ class LogManager:
         if count == old.partitions and overrides == topic.overrides:
             return old
         directory = self._topics_dir / name
-        _write_topic_file(directory, name, count, overrides)
-        info = TopicInfo(name, count, effective)
+        write_topic_file(directory, TopicFile(name, count, overrides, old.hosted))
+        info = TopicInfo(name, count, effective, old.hosted)
         topic.info, topic.overrides = info, overrides
         if effective != old.config:
-            for partition_log in topic.logs:
+            for partition_log in topic.logs.values():
                 partition_log.update_config(effective)
         try:
             for p in range(old.partitions, count):
-                topic.logs.append(self._open_log(directory, name, p, effective))
+                if info.hosts(p):
+                    topic.logs[p] = self._open_log(directory, name, p, effective)
         except OSError as exc:
             raise StorageError(f"cannot create the new partitions of {name!r}: {exc}") from exc
         logger.info("altered topic %s: %d partition(s), overrides %s", name, count, overrides)
@@ -270,19 +358,35 @@ class LogManager:
     def topic(self, name: str) -> TopicInfo:
         return self._topic(name).info
 
-    def log(self, topic: str, partition: int) -> PartitionLog:
-        logs = self._topic(topic).logs
+    def check_partition(self, topic: str, partition: int) -> None:
+        """Raise UnknownTopic or UnknownPartition unless the topic has that partition, hosted
+        here or not."""
+        count = self._topic(topic).info.partitions
         if isinstance(partition, bool) or not isinstance(partition, int):
             raise UnknownPartition(f"partition {partition!r} of topic {topic!r} does not exist")
-        if not 0 <= partition < len(logs):
+        if not 0 <= partition < count:
             raise UnknownPartition(
-                f"topic {topic!r} has partitions 0 to {len(logs) - 1}, not {partition}"
+                f"topic {topic!r} has partitions 0 to {count - 1}, not {partition}"
             )
-        return logs[partition]
+
+    def log(self, topic: str, partition: int) -> PartitionLog:
+        """A hosted partition's log; UnknownPartition for any other."""
+        self.check_partition(topic, partition)
+        partition_log = self._topic(topic).logs.get(partition)
+        if partition_log is None:
+            raise UnknownPartition(
+                f"partition {partition} of topic {topic!r} is not hosted by this broker"
+            )
+        return partition_log
+
+    def topic_logs(self, topic: str) -> list[PartitionLog]:
+        """The logs of a topic's hosted partitions, by partition."""
+        logs = self._topic(topic).logs
+        return [logs[p] for p in sorted(logs)]
 
     def logs(self) -> list[PartitionLog]:
         """Every open partition log."""
-        return [partition_log for topic in self._topics.values() for partition_log in topic.logs]
+        return [log for topic in self._topics.values() for log in topic.logs.values()]
 
     # --- housekeeping -----------------------------------------------------------------------
 
@@ -305,7 +409,7 @@ class LogManager:
             raise BrokerUnavailable("the log manager is not open")
 
 
-def _check_name(name: object) -> None:
+def check_topic_name(name: object) -> None:
     if not isinstance(name, str) or not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidTopicName(
             f"invalid topic name {name!r}: use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' "
@@ -315,6 +419,17 @@ def _check_name(name: object) -> None:
 
 def _valid_partitions(count: object) -> bool:
     return isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_PARTITIONS
+
+
+def _check_partitions(count: object) -> None:
+    if not _valid_partitions(count):
+        raise InvalidPartitions(
+            f"partitions must be an integer from 1 to {MAX_PARTITIONS}, got {count!r}"
+        )
+
+
+def _partition_dirs(directory: Path) -> set[int]:
+    return {int(d.name) for d in directory.iterdir() if d.is_dir() and d.name.isdigit()}
 
 
 def _overrides(current: Mapping[str, int], updates: Mapping[str, Any]) -> dict[str, int]:
@@ -332,12 +447,3 @@ def _overrides(current: Mapping[str, int], updates: Mapping[str, Any]) -> dict[s
     parsed = checked.to_mapping()
     result.update({k: parsed[k] for k, v in updates.items() if v is not None})
     return result
-
-
-def _write_topic_file(
-    directory: Path, name: str, partitions: int, overrides: dict[str, int]
-) -> None:
-    body = {"version": 1, "name": name, "partitions": partitions, "config": overrides}
-    atomic_write(
-        directory / TOPIC_FILE, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
-    )

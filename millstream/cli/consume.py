@@ -107,7 +107,7 @@ async def _consume(args: argparse.Namespace, out: BinaryIO) -> None:
     if args.max_records == 0:
         return
     async with Transport(broker_url(args)) as transport:
-        topic = await Admin(transport).describe_topic(args.topic)
+        topic = await Admin(transport).topic_metadata(args.topic)
         if args.partition is not None and args.partition >= topic.partition_count:
             raise errors.UnknownPartition(
                 f"topic {topic.name!r} has partitions 0..{topic.partition_count - 1}, "
@@ -130,7 +130,7 @@ async def _consume_in_group(args: argparse.Namespace, out: BinaryIO) -> None:
     if args.max_records == 0:
         return
     async with Transport(broker_url(args)) as transport:
-        topic = await Admin(transport).describe_topic(args.topic)
+        topic = await Admin(transport).topic_metadata(args.topic)
         tps = [TopicPartition(topic.name, p) for p in range(topic.partition_count)]
         reset: Literal["earliest", "latest"] = (
             "latest" if args.follow and not args.from_beginning else "earliest"

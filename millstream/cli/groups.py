@@ -215,7 +215,7 @@ async def _chosen_partitions(
     chosen: list[TopicPartition] = []
     for topic, partitions in specs:
         if not partitions:
-            partitions = tuple(range((await admin.describe_topic(topic)).partition_count))
+            partitions = tuple(range((await admin.topic_metadata(topic)).partition_count))
         chosen += [TopicPartition(topic, p) for p in partitions]
     return chosen
 

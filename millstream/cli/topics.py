@@ -137,17 +137,18 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _description_json(topic: TopicDescription) -> dict[str, object]:
-    return {
-        "name": topic.name,
-        "partitions": [asdict(p) for p in topic.partitions],
-        "config": dict(topic.config),
-    }
+    partitions = [
+        {k: v for k, v in asdict(p).items() if k != "broker" or v is not None}
+        for p in topic.partitions
+    ]
+    return {"name": topic.name, "partitions": partitions, "config": dict(topic.config)}
 
 
 def render_description(topic: TopicDescription) -> str:
     """``kubectl describe``-style: the topic's fields, its config, then a partition table."""
     head = fields([("Name", topic.name), ("Partitions", topic.partition_count), ("Config", "")])
     config = fields(sorted(topic.config.items()), indent=2)
+    clustered = any(p.broker is not None for p in topic.partitions)
     rows = [
         (
             p.partition,
@@ -155,8 +156,10 @@ def render_description(topic: TopicDescription) -> str:
             p.latest_offset,
             p.latest_offset - p.earliest_offset,
             human_bytes(p.size_bytes),
+            *((p.broker,) if clustered else ()),
         )
         for p in topic.partitions
     ]
-    partitions = table(("PARTITION", "EARLIEST", "LATEST", "RECORDS", "SIZE"), rows)
+    columns = ("PARTITION", "EARLIEST", "LATEST", "RECORDS", "SIZE")
+    partitions = table((*columns, "BROKER") if clustered else columns, rows)
     return "\n".join(part for part in (head, config, "", partitions) if part is not None)

@@ -36,6 +36,7 @@ from millstream.client.models import (
     ProducerRecord,
     RecordMetadata,
     TopicDescription,
+    TopicMetadata,
     TopicPartition,
     TopicSummary,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "SyncRecordFuture",
     "SyncRecordsFuture",
     "TopicDescription",
+    "TopicMetadata",
     "TopicPartition",
     "TopicSummary",
 ]

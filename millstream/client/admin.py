@@ -4,20 +4,29 @@ Used directly by applications, by the CLI's ``topics`` and ``groups`` commands, 
 by the producer (partition counts, batch limits), the consumer (resetting and seeking
 positions) and the consumer's group coordinator (partition counts for the assignment,
 committed offsets, commits).
+
+In a cluster, each call goes where it belongs (the transport routes it by its path): offset
+lookups to the partition's broker, group calls to the group's coordinator, the rest to any
+broker. Two calls ask several brokers: :meth:`Admin.describe_topic` completes the offsets of
+partitions served elsewhere from their brokers, and :meth:`Admin.list_groups` asks every broker
+for the groups it coordinates.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from millstream import errors
+from millstream.client.metadata import BrokerRoute
 from millstream.client.models import (
     DEFAULT_URL,
     GroupDescription,
     GroupSummary,
     OffsetAndMetadata,
     TopicDescription,
+    TopicMetadata,
     TopicPartition,
     TopicSummary,
     group_summary_from_json,
@@ -77,7 +86,47 @@ class Admin:
             raise errors.MillstreamError(f"unexpected topic list from the broker: {exc}") from None
 
     async def describe_topic(self, name: str) -> TopicDescription:
-        return TopicDescription.from_json(await self.transport.call_json("GET", topic_path(name)))
+        """Every partition with its offsets and size (and broker, in a cluster: each
+        partition's offsets come from the broker serving it)."""
+        answer = await self.transport.call_json("GET", topic_path(name))
+        return TopicDescription.from_json(await self._complete(name, answer))
+
+    async def _complete(self, name: str, answer: Any) -> Any:
+        """The description with the offsets of partitions served elsewhere filled in from
+        the descriptions their brokers give."""
+        try:
+            elsewhere = {
+                int(p["broker"])
+                for p in answer["partitions"]
+                if p.get("latest_offset") is None and p.get("broker") is not None
+            }
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return answer  # from_json says what is wrong with it
+        if not elsewhere:
+            return answer
+        path = topic_path(name)
+        theirs = await asyncio.gather(
+            *(self.transport.call_json("GET", path, route=BrokerRoute(b)) for b in elsewhere)
+        )
+        described = {
+            int(p["partition"]): p
+            for other in theirs
+            for p in other["partitions"]
+            if p.get("latest_offset") is not None
+        }
+        partitions = [described.get(int(p["partition"]), p) for p in answer["partitions"]]
+        missing = [p["partition"] for p in partitions if p.get("latest_offset") is None]
+        if missing:  # moved between the two lookups
+            raise errors.BrokerUnavailable(
+                f"no broker described partition(s) {missing} of topic {name!r}; try again"
+            )
+        return {**answer, "partitions": partitions}
+
+    async def topic_metadata(self, name: str) -> TopicMetadata:
+        """The partition count and settings, as any one broker knows them (cheaper than
+        :meth:`describe_topic`, and not held up by other brokers)."""
+        answer = await self.transport.call_json("GET", topic_path(name))
+        return TopicMetadata.from_json(answer)
 
     async def alter_topic(
         self, name: str, *, partitions: int | None = None, config: ConfigValues | None = None
@@ -108,11 +157,24 @@ class Admin:
     # --- consumer groups ---------------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupSummary]:
+        """Every group. A broker of a cluster lists the groups it coordinates (and says so
+        with its ``broker_id``): then every broker is asked."""
         answer = await self.transport.call_json("GET", "/v1/groups")
+        answers = [answer]
+        if isinstance(answer, dict) and answer.get("broker_id") is not None:
+            others = [
+                BrokerRoute(b)
+                for b in await self.transport.router.broker_ids()
+                if b != answer["broker_id"]
+            ]
+            answers += await asyncio.gather(
+                *(self.transport.call_json("GET", "/v1/groups", route=r) for r in others)
+            )
         try:
-            return [group_summary_from_json(g) for g in answer["groups"]]
+            found = [group_summary_from_json(g) for answer in answers for g in answer["groups"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.MillstreamError(f"unexpected group list from the broker: {exc}") from None
+        return sorted(found, key=lambda g: g.group) if len(answers) > 1 else found
 
     async def describe_group(self, group: str) -> GroupDescription:
         """State, members and their assignments, committed offsets and lag per partition."""

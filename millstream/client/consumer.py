@@ -60,7 +60,9 @@ class Consumer:
       its partitions out; heartbeats go every ``heartbeat_interval_ms``;
       ``rebalance_timeout_ms`` (default: the session timeout) is how long a rebalance waits
       for the members to rejoin, so a member must poll at least that often. ``assignors``:
-      the assignment strategies this member supports, preferred first.
+      the assignment strategies this member supports, preferred first (the default,
+      cooperative-sticky alone, rebalances incrementally; a list with an eager assignor in it
+      makes this member give up all its partitions at every rebalance).
     """
 
     def __init__(
@@ -82,7 +84,7 @@ class Consumer:
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         rebalance_timeout_ms: int | None = None,
-        assignors: Sequence[str] = ("cooperative-sticky", "range"),
+        assignors: Sequence[str] = ("cooperative-sticky",),
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError(

@@ -22,12 +22,11 @@ broker's HTTP API (:mod:`~millstream.client.group_api`, docs/consumer-groups.md)
 - Eager protocols (``range``, ``roundrobin``) give every partition up before rejoining.
   ``cooperative-sticky`` keeps them, sends them as owned partitions in its subscription, gives up
   only what the new assignment drops, and then rejoins at once so that the next generation hands
-  those partitions to their new owner (the assignor withholds them for one generation). Which
-  one a member follows is the protocol the group chose last; members configured with different
-  assignor lists can make the group switch from a cooperative protocol to an eager one, and
-  for that one rebalance a member may still read partitions the eager assignment gave to
-  another (at-least-once still holds). Kafka avoids this by rebalancing eagerly unless every
-  configured assignor is cooperative; give all members the same list to rule it out.
+  those partitions to their new owner (the assignor withholds them for one generation). As in
+  Kafka, a member keeps its partitions across a join only if every assignor it offers is
+  cooperative: the group may pick any protocol all members offer, and an eager one hands
+  partitions out at once, so keeping them then could let two members of one generation read
+  the same partition.
 """
 
 from __future__ import annotations
@@ -115,6 +114,7 @@ class GroupMember:
         self.protocol: str | None = None
         self._joined_generation = -1  # the broker's generation as this member last joined it
         self._rejoin = False
+        self._last_poll = time.monotonic()
         self._fenced: errors.MillstreamError | None = None
         self._join_task: asyncio.Task[_Synced] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -154,6 +154,7 @@ class GroupMember:
         """Called at every poll: apply a finished rebalance, hand back lost partitions, start
         a rejoin when one is due. Raises what made a join fail for good (it is retried at the
         next poll)."""
+        self._last_poll = time.monotonic()
         if self._heartbeat_task is None:
             self._heartbeat_task = asyncio.ensure_future(self._heartbeats())
         if self._join_task is not None and self._join_task.done():
@@ -169,7 +170,8 @@ class GroupMember:
         for task in (self._join_task, self._heartbeat_task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, errors.MillstreamError):
+                # A finished join may hold any error (fenced: _fenced says so); closing goes on.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._join_task = self._heartbeat_task = None
         try:
@@ -189,7 +191,6 @@ class GroupMember:
     # --- applying rebalances (in the poll) -------------------------------------------------
 
     async def _start_join(self, listener: RebalanceListener) -> None:
-        self._rejoin = False
         # Eager: nobody may get a partition in the next generation while we still read it, and
         # the commit before giving it up must reach the broker while our generation is current.
         revoked = frozenset() if self._cooperative() else self.assignment
@@ -198,6 +199,8 @@ class GroupMember:
             if revoked:
                 await listener.partitions_revoked(revoked, lost=False)
         finally:
+            # Only now: a heartbeat refused while the revoke ran asks for the rejoin this is.
+            self._rejoin = False
             self._join_task = asyncio.ensure_future(self._join_and_sync())
             self._join_task.add_done_callback(lambda _: self._wake())
 
@@ -243,10 +246,11 @@ class GroupMember:
         return self._join_task is not None and not self._join_task.done()
 
     def _cooperative(self) -> bool:
-        """Whether the group's protocol (before the first join: every one of ours) lets members
-        keep their partitions while they rejoin."""
-        names = [self.protocol] if self.protocol else list(self._assignors)
-        return all(assignor_for(n).rebalance_protocol == "cooperative" for n in names)
+        """Whether this member keeps its partitions while it rejoins: only if every assignor
+        it offers is cooperative (as in Kafka). The group may switch to any protocol it
+        offers, and an eager one hands out partitions at once, so one eager assignor among
+        ours means giving everything up before each join."""
+        return all(a.rebalance_protocol == "cooperative" for a in self._assignors.values())
 
     # --- joining (in the background) -------------------------------------------------------
 
@@ -310,7 +314,8 @@ class GroupMember:
     async def _count_partitions(self, topics: Sequence[str]) -> dict[str, int]:
         async def count(topic: str) -> int | None:
             try:
-                return (await self._admin.describe_topic(topic)).partition_count
+                # Any broker knows the count; describe_topic would ask every partition's owner.
+                return (await self._admin.topic_metadata(topic)).partition_count
             except errors.UnknownTopic:
                 return None  # not created yet: assigned once it is
 
@@ -330,6 +335,9 @@ class GroupMember:
             identity = self.commit_identity()
             if identity is None or self._joining():
                 continue  # no generation to speak for, or a join or sync stands for us
+            if time.monotonic() - self._last_poll > settings.rebalance_timeout_ms / 1000:
+                await self._leave_stalled(identity)
+                continue
             try:
                 await self._api.heartbeat(*identity)
                 failures = 0
@@ -341,6 +349,22 @@ class GroupMember:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + _METADATA_MAX_AGE_S
                 await self._check_partitions()
+
+    async def _leave_stalled(self, identity: tuple[str, int]) -> None:
+        """The application has not polled for a rebalance timeout (Kafka's max.poll.interval):
+        heartbeats alone would keep its partitions stalled for ever. Leave, so the others take
+        them; the next poll hands them back as lost and joins again."""
+        log.warning(
+            "group %s: no poll for %.1f s, more than the rebalance timeout: leaving the group",
+            self.group_id,
+            time.monotonic() - self._last_poll,
+        )
+        self._fenced = errors.UnknownMember("left the group: the application stopped polling")
+        self.member_id, self._joined_generation = "", -1
+        try:
+            await self._api.leave(identity[0])
+        except errors.MillstreamError as exc:
+            log.info("group %s: leave failed (%s); the session will expire", self.group_id, exc)
 
     async def _check_partitions(self) -> None:
         """The leader rebalances when a subscribed topic appears or gains partitions, as

@@ -68,6 +68,8 @@ class PartitionInfo:
     # The log end offset: the offset the next record will get (Kafka's high watermark).
     latest_offset: int
     size_bytes: int
+    # In a cluster: the id of the broker serving the partition.
+    broker: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +91,29 @@ class TopicDescription:
                     int(p["earliest_offset"]),
                     int(p["latest_offset"]),
                     int(p["size_bytes"]),
+                    _opt_int(p.get("broker")),
                 )
                 for p in body["partitions"]
             )
             return cls(str(body["name"]), partitions, dict(body.get("config") or {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MillstreamError(f"unexpected topic description from the broker: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMetadata:
+    """What any broker knows of a topic: its partition count and settings (no offsets)."""
+
+    name: str
+    partition_count: int
+    config: Mapping[str, int | str]
+
+    @classmethod
+    def from_json(cls, body: Any) -> TopicMetadata:
+        """From a topic description (``GET /v1/topics/{topic}``) of any broker."""
+        try:
+            count = len(body["partitions"])
+            return cls(str(body["name"]), count, dict(body.get("config") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise MillstreamError(f"unexpected topic description from the broker: {exc}") from None
 

@@ -232,9 +232,9 @@ class Producer:
         return await asyncio.shield(lookup)
 
     async def _fetch_metadata(self, topic: str) -> _TopicMeta:
-        description = await self._admin.describe_topic(topic)
-        limit = description.config.get("max.message.bytes", self._batch_size)
-        meta = _TopicMeta(description.partition_count, int(limit), time.monotonic())
+        described = await self._admin.topic_metadata(topic)
+        limit = described.config.get("max.message.bytes", self._batch_size)
+        meta = _TopicMeta(described.partition_count, int(limit), time.monotonic())
         self._topics[topic] = meta
         return meta
 

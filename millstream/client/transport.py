@@ -1,4 +1,4 @@
-"""HTTP to one broker: one aiohttp session, JSON and raw-batch requests, errors as types.
+"""HTTP to the brokers: one aiohttp session, JSON and raw-batch requests, errors as types.
 
 Used by :mod:`~millstream.client.admin`, :mod:`~millstream.client.producer`, the consumer's
 :mod:`~millstream.client.fetcher` and :mod:`~millstream.client.group_api`; nothing above this
@@ -6,9 +6,15 @@ module sees aiohttp. Every failure leaves here as a
 :class:`~millstream.errors.MillstreamError`: the broker's JSON error becomes the class of its
 ``code`` (:func:`~millstream.errors.for_code`), a refused or dropped connection becomes
 ``BrokerUnavailable`` and a request that outlives its timeout becomes ``RequestTimedOut``; both
-are retriable, which is what the producer's and consumer's retry loops look at. Retrying is
-theirs to decide, with one exception: a GET is tried a second time when a pooled keep-alive
-connection turns out to have been closed by the broker (a restart).
+are retriable, which is what the producer's and consumer's retry loops look at.
+
+Every request has a route (a partition's or a group's, read from its path; a broker named by
+the caller; or none): the :class:`~.metadata.Router` picks the broker, and the transport
+retries, a bounded number of times, what was certainly not applied: a request the broker
+answered ``not_leader`` or ``not_coordinator`` (after the router refreshed its metadata) and
+one whose connection could not be made (when the route now leads elsewhere). Other retries
+are the callers' to decide, with one exception: a GET is tried a second time when a pooled
+keep-alive connection turns out to have been closed by the broker (a restart).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from millstream import errors
+from millstream.client.metadata import CLUSTER_PATH, PartitionRoute, Route, Router, route_of
 from millstream.client.models import DEFAULT_URL
 
 BATCH_MEDIA_TYPE: Final = "application/vnd.kafka.record-batch"
@@ -32,11 +39,16 @@ HIGH_WATERMARK_HEADER: Final = "Millstream-High-Watermark"
 
 # A sequence of pairs repeats a name (``?topic=a&topic=b``).
 Params = Mapping[str, str | int] | Sequence[tuple[str, str | int]]
+# Tries of one routed request: the first, then after each redirect or unreachable broker.
+ROUTE_ATTEMPTS: Final = 4
 
 # When the error body is not ours (a proxy, an old broker), the status still says something.
 _CODE_FOR_STATUS: Final = {
+    401: errors.Unauthorized.code,
+    403: errors.Forbidden.code,
     404: errors.NotFound.code,
     409: errors.TopicExists.code,
+    421: errors.Misdirected.code,
     413: errors.BodyTooLarge.code,
     415: errors.UnsupportedMediaType.code,
     416: errors.OffsetOutOfRange.code,
@@ -61,6 +73,9 @@ def error_from_response(status: int, body: bytes) -> errors.MillstreamError:
     try:
         detail = json.loads(body)["error"]
         code, message = str(detail["code"]), str(detail["message"])
+        error = errors.for_code(code)
+        if issubclass(error, errors.Misdirected):
+            return error(message, _broker_of(detail.get("broker")))
     except (ValueError, KeyError, TypeError):
         if 400 <= status < 500:
             code = _CODE_FOR_STATUS.get(status, errors.InvalidRequest.code)
@@ -69,6 +84,21 @@ def error_from_response(status: int, body: bytes) -> errors.MillstreamError:
         text = body[:200].decode("utf-8", "replace").strip()
         message = f"HTTP {status}" + (f": {text}" if text else "")
     return errors.for_code(code)(message)
+
+
+def _broker_of(body: Any) -> errors.BrokerAddress | None:
+    try:
+        return errors.BrokerAddress(int(body["id"]), str(body["url"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class _NotConnected(Exception):
+    """No connection could be made: nothing was sent, so any request may be tried elsewhere."""
+
+    def __init__(self, cause: aiohttp.ClientConnectorError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +115,8 @@ class Reply:
 
 
 class Transport:
-    """One broker's base URL and a pooled aiohttp session, opened on first use.
+    """The brokers of a cluster (or one standalone broker), reached from ``url``, and a pooled
+    aiohttp session, opened on first use.
 
     Not thread-safe: use it from the event loop it was first used on. Clients share one when
     given it (``Producer(transport)``); whoever created it closes it.
@@ -104,6 +135,7 @@ class Transport:
         self.timeout_s = timeout_s
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self.router = Router(self.url, self._fetch_cluster)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -128,18 +160,53 @@ class Transport:
         method: str,
         path: str,
         *,
+        route: Route | None = None,
         params: Params | None = None,
         json_body: Any = None,
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> Reply:
-        """Send one request; a non-2xx answer is raised as the error it carries."""
-        url = self.url + path
-        limit = aiohttp.ClientTimeout(total=timeout_s if timeout_s is not None else self.timeout_s)
+        """Send one request to the broker for ``route`` (by default: the route of ``path``,
+        see :func:`~.metadata.route_of`); a non-2xx answer is raised as the error it carries."""
+        route = route or route_of(path)
         if json_body is not None:
             data = json.dumps(json_body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
+        attempt = 0
+        while True:
+            attempt += 1
+            base = await self.router.url_for(route)
+            try:
+                return await self._send(base, method, path, params, data, headers, timeout_s)
+            except errors.Misdirected as exc:
+                if route is None or attempt >= ROUTE_ATTEMPTS:
+                    raise
+                await self.router.misdirected(route, exc.broker)
+            except _NotConnected as exc:
+                if attempt >= ROUTE_ATTEMPTS or not await self.router.unreachable(base, route):
+                    raise self._unavailable(exc.cause, base) from None
+
+    async def _fetch_cluster(self, base: str) -> Any:
+        """The router's metadata lookup: one GET, not routed, not retried."""
+        try:
+            reply = await self._send(base, "GET", CLUSTER_PATH, None, None, None, None)
+        except _NotConnected as exc:
+            raise self._unavailable(exc.cause, base) from None
+        return reply.json()
+
+    async def _send(
+        self,
+        base: str,
+        method: str,
+        path: str,
+        params: Params | None,
+        data: bytes | None,
+        headers: Mapping[str, str] | None,
+        timeout_s: float | None,
+    ) -> Reply:
+        url = base + path
+        limit = aiohttp.ClientTimeout(total=timeout_s if timeout_s is not None else self.timeout_s)
         for attempt in (1, 2):
             try:
                 async with self._open().request(
@@ -154,18 +221,20 @@ class Transport:
                 # for a read. A write may have been applied, so its caller decides.
                 if method == "GET" and attempt == 1:
                     continue
-                raise self._unavailable(exc) from None
+                raise self._unavailable(exc, base) from None
             except TimeoutError:  # before the next clause: aiohttp's timeouts are both
                 raise errors.RequestTimedOut(
-                    f"no answer from {self.url} to {method} {path} within {limit.total:g}s"
+                    f"no answer from {base} to {method} {path} within {limit.total:g}s"
                 ) from None
+            except aiohttp.ClientConnectorError as exc:
+                raise _NotConnected(exc) from None
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                raise self._unavailable(exc) from None
+                raise self._unavailable(exc, base) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _unavailable(self, exc: BaseException) -> errors.BrokerUnavailable:
+    def _unavailable(self, exc: BaseException, base: str) -> errors.BrokerUnavailable:
         reason = str(exc) or type(exc).__name__
-        return errors.BrokerUnavailable(f"cannot reach the broker at {self.url}: {reason}")
+        return errors.BrokerUnavailable(f"cannot reach the broker at {base}: {reason}")
 
     async def call_json(
         self,
@@ -173,11 +242,14 @@ class Transport:
         path: str,
         body: Any = None,
         *,
+        route: Route | None = None,
         params: Params | None = None,
         timeout_s: float | None = None,
     ) -> Any:
         """A JSON request; the decoded JSON answer (None for 204 No Content)."""
-        reply = await self.request(method, path, params=params, json_body=body, timeout_s=timeout_s)
+        reply = await self.request(
+            method, path, route=route, params=params, json_body=body, timeout_s=timeout_s
+        )
         return None if reply.status == 204 or not reply.body else reply.json()
 
     async def post_batches(
@@ -215,8 +287,12 @@ class Transport:
 
     async def stream_batches(self, topic: str, partition: int, offset: int) -> AsyncIterator[bytes]:
         """Raw batches from ``offset`` on, as the broker appends them, until it ends the
-        stream. Chunks are cut wherever TCP cut them: the caller reassembles whole batches."""
-        url = self.url + topic_path(topic, "partitions", partition, "records")
+        stream. Chunks are cut wherever TCP cut them: the caller reassembles whole batches.
+        Not retried here: a misdirected or unreachable broker updates the routes and is
+        raised, and the caller's next stream goes where the metadata says."""
+        route = PartitionRoute(topic, partition)
+        base = await self.router.url_for(route)
+        url = base + topic_path(topic, "partitions", partition, "records")
         # No total timeout: the stream is meant to stay open while the log is quiet.
         limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s)
         try:
@@ -230,10 +306,16 @@ class Transport:
                     raise error_from_response(resp.status, await resp.read())
                 async for chunk in resp.content.iter_any():
                     yield chunk
+        except errors.Misdirected as exc:
+            await self.router.misdirected(route, exc.broker)
+            raise
         except TimeoutError:
-            raise errors.RequestTimedOut(f"cannot connect to {self.url}") from None
+            raise errors.RequestTimedOut(f"cannot connect to {base}") from None
+        except aiohttp.ClientConnectorError as exc:
+            await self.router.unreachable(base, route)
+            raise self._unavailable(exc, base) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise self._unavailable(exc) from None
+            raise self._unavailable(exc, base) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -340,3 +340,26 @@ async def test_members_rejoin_after_a_broker_restart_and_resume_from_their_commi
         assert after is not None and after.generation > before.generation
         assert after.member_id != before.member_id  # the broker forgot the old one
         assert sorted(int(r.value or b"") for r in polling.got[member]) == list(range(60))
+
+
+async def test_a_member_that_stops_polling_leaves_and_the_others_take_over(
+    broker: BrokerProcess,
+) -> None:
+    # Heartbeats run in the background; without a poll for a rebalance timeout the member
+    # must still give its partitions up (Kafka's max.poll.interval).
+    await setup_topic(broker.url, "stall", 2, records=10)
+    settings = {**FAST, "rebalance_timeout_ms": 2_000}
+    async with (
+        Consumer(broker.url, group_id="s", **settings) as busy,
+        Consumer(broker.url, group_id="s", **settings) as healthy,
+    ):
+        busy.subscribe(["stall"])
+        healthy.subscribe(["stall"])
+        polling = Polling(busy, healthy)
+        await polling.until(polling.stable(tps("stall", 0, 1)))
+        assert busy.assignment() and healthy.assignment()
+        alone = Polling(healthy)  # busy is stuck in its own work from here on
+        await alone.until(lambda: healthy.assignment() == tps("stall", 0, 1), timeout=15)
+        await busy.poll(timeout_ms=100)  # back: what it held is lost, and it joins again
+        assert busy.assignment() == set()
+        await polling.until(lambda: len(busy.assignment()) == len(healthy.assignment()) == 1)

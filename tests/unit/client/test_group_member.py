@@ -93,7 +93,7 @@ class FakeAdmin:
     def __init__(self, partitions: dict[str, int]) -> None:
         self.partitions = partitions
 
-    async def describe_topic(self, name: str) -> Any:
+    async def topic_metadata(self, name: str) -> Any:
         if name not in self.partitions:
             raise errors.UnknownTopic(name)
 

@@ -197,3 +197,29 @@ async def test_the_initial_delay_lets_a_fleet_join_in_one_round() -> None:
     assert not first.done()
     group.tick(now=3.0)
     assert (await first).generation == (await second).generation == 1
+
+
+async def test_an_abandoned_first_join_leaves_no_ghost_member() -> None:
+    group, (a,) = await stable_group(1)
+    rejoin = group.join(request(a), now=2.0)
+    newcomer = group.join(request(), now=2.0)  # its caller gives up before the answer
+    group.abandon_join(newcomer, now=3.0)
+    assert len(group.members) == 1
+    group.abandon_join(rejoin, now=3.0)  # a known member knows its id: it stays
+    assert list(group.members) == [a]
+    assert (await rejoin).generation == 2
+
+
+async def test_a_leader_that_never_syncs_is_dropped_and_the_rest_start_over() -> None:
+    group = Group("g", initial_rebalance_delay_s=0.5)
+    joins = [group.join(request(), now=0.0) for _ in range(2)]
+    group.tick(now=0.5)
+    leader, follower = sorted([await j for j in joins], key=lambda r: r.member_id != r.leader)
+    waiting = group.sync(follower.member_id, 1, None, now=1.0)
+    for t in (2.0, 3.0, 4.0):  # the leader heartbeats but never syncs
+        group.heartbeat(leader.member_id, 1, now=t)
+    group.tick(now=0.5 + REBALANCE + 0.1)
+    assert leader.member_id not in group.members
+    assert group.state is GroupState.PREPARING_REBALANCE
+    with pytest.raises(errors.RebalanceInProgress):
+        await waiting

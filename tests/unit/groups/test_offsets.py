@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from millstream.broker.groups import offsets
 from millstream.broker.groups.offsets import OffsetStore
 
 
@@ -101,5 +104,48 @@ async def test_a_compaction_cut_short_goes_back_to_the_old_log(tmp_path: Path) -
     (tmp_path / "offsets.compacting").mkdir()
     store = OffsetStore(directory)
     assert store.committed("g")[("t", 0)].offset == 5
+    await store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["offsets"]
+
+
+async def test_a_deleted_topics_offsets_are_forgotten(tmp_path: Path) -> None:
+    store = OffsetStore(tmp_path)
+    await store.commit("g", [("t", 0, 5, ""), ("u", 0, 6, "")])
+    await store.commit("h", [("t", 1, 7, "")])
+    await store.forget_topic("t")
+    assert list(store.committed("g")) == [("u", 0)] and store.committed("h") == {}
+    store = await reopen(store, tmp_path)
+    assert list(store.committed("g")) == [("u", 0)] and store.committed("h") == {}
+    await store.close()
+
+
+async def test_compaction_of_large_metadata_writes_batches_the_log_accepts(tmp_path: Path) -> None:
+    store = OffsetStore(tmp_path / "offsets", compact_min_bytes=1)
+    metadata = "é" * 4096  # JSON-escaped to six bytes a character
+    for start in range(0, 2500, 250):
+        await store.commit("g", [("t", p, 1, metadata) for p in range(start, start + 250)])
+    await store.commit("g", [("t", 0, 2, "")])
+    await store.compact()
+    store = await reopen(store, tmp_path / "offsets")
+    assert len(store.committed("g")) == 2500
+    await store.close()
+
+
+async def test_a_failed_compaction_leaves_the_log_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = OffsetStore(tmp_path / "offsets", compact_min_bytes=1)
+    await store.commit("g", [("t", 0, 1, "")])
+
+    def broken(records: object) -> bytes:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(offsets, "_batch", broken)
+    with pytest.raises(OSError):
+        await store.compact()
+    monkeypatch.undo()
+    await store.commit("g", [("t", 0, 2, "")])
+    store = await reopen(store, tmp_path / "offsets")
+    assert store.committed("g")[("t", 0)].offset == 2
     await store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["offsets"]

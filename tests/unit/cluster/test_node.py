@@ -1,0 +1,116 @@
+"""ClusterNode: pushes applied to a real LogManager, replayed at start, routing answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from millstream import errors
+from millstream.broker.cluster.metadata import BrokerInfo, TopicPlacement
+from millstream.broker.cluster.node import ClusterNode
+from millstream.broker.cluster.store import MetadataStore
+from millstream.broker.storage.log_manager import LogManager
+from millstream.partitioner import coordinator_index
+
+BROKERS = [BrokerInfo(i, f"http://broker-{i}") for i in range(3)]
+
+
+@pytest.fixture
+async def logs(tmp_path: Path) -> AsyncIterator[LogManager]:
+    manager = LogManager(tmp_path)
+    manager.open()
+    yield manager
+    await manager.close()
+
+
+def node(logs: LogManager, broker_id: int | None = 1) -> ClusterNode:
+    return ClusterNode(logs, MetadataStore(logs.data_dir), broker_id)
+
+
+async def test_a_standalone_broker_serves_everything(logs: LogManager) -> None:
+    standalone = node(logs, broker_id=None)
+    standalone.reconcile()
+    assert not standalone.managed
+    standalone.check_local("t", 5)
+    standalone.check_coordinator("g")
+    assert standalone.local_partitions("t") is None
+    with pytest.raises(errors.InvalidPlacement, match="--broker-id"):
+        standalone.put_cluster(1, BROKERS)
+
+
+async def test_a_topic_push_hosts_the_partitions_placed_here(logs: LogManager) -> None:
+    member = node(logs)
+    member.put_cluster(1, BROKERS)
+    member.put_topic(TopicPlacement("t", 4, {"retention.ms": "60000"}, (0, 1, 2, 1)))
+    info = logs.topic("t")
+    assert (info.partitions, info.hosted) == (4, frozenset({1, 3}))
+    assert info.config.retention_ms == 60_000
+    assert member.local_partitions("t") == [1, 3]
+    logs.log("t", 3)
+    member.check_local("t", 1)
+    with pytest.raises(errors.NotLeader) as caught:
+        member.check_local("t", 2)
+    assert caught.value.broker == errors.BrokerAddress(2, "http://broker-2")
+    with pytest.raises(errors.UnknownPartition):
+        logs.log("t", 2)
+    assert member.metadata is not None
+    assert member.metadata.topics["t"].config == {"retention.ms": 60000}  # kept as integers
+
+
+async def test_bad_config_is_refused_before_anything_is_stored(logs: LogManager) -> None:
+    member = node(logs)
+    member.put_cluster(1, BROKERS)
+    with pytest.raises(errors.InvalidConfig):
+        member.put_topic(TopicPlacement("t", 1, {"retention.ms": 0}, (1,)))
+    with pytest.raises(errors.InvalidTopicName):
+        member.put_topic(TopicPlacement("a/b", 1, {}, (1,)))
+    stored = MetadataStore(logs.data_dir).load()
+    assert stored is not None and stored.metadata.topics == {}
+    assert logs.topic_names() == []
+
+
+async def test_groups_are_coordinated_by_one_broker(logs: LogManager) -> None:
+    member = node(logs)
+    member.put_cluster(1, BROKERS)
+    for group in ("a", "b", "c", "d", "e"):
+        if coordinator_index(group, 3) == 1:
+            member.check_coordinator(group)
+        else:
+            with pytest.raises(errors.NotCoordinator) as caught:
+                member.check_coordinator(group)
+            assert caught.value.broker is not None
+            assert caught.value.broker.id == coordinator_index(group, 3)
+
+
+async def test_a_restart_replays_the_metadata(tmp_path: Path) -> None:
+    logs = LogManager(tmp_path)
+    logs.open()
+    member = node(logs)
+    member.put_cluster(3, BROKERS)
+    member.put_topic(TopicPlacement("t", 3, {}, (1, 1, 0)))
+    await logs.close()
+
+    again = LogManager(tmp_path)
+    again.open()
+    try:
+        restarted = node(again, broker_id=None)  # takes the stored id
+        restarted.reconcile()
+        assert restarted.broker_id == 1 and restarted.managed
+        assert again.topic("t").hosted == frozenset({0, 1})
+        with pytest.raises(errors.InvalidPlacement, match="wrong broker"):
+            node(again, broker_id=2).reconcile()
+    finally:
+        await again.close()
+
+
+async def test_a_deleted_topic_is_gone_from_metadata_and_disk(logs: LogManager) -> None:
+    member = node(logs)
+    member.put_cluster(1, BROKERS)
+    member.put_topic(TopicPlacement("t", 2, {}, (1, 0)))
+    member.delete_topic("t")
+    assert logs.topic_names() == []
+    assert member.metadata is not None and "t" not in member.metadata.topics
+    with pytest.raises(errors.UnknownTopic):
+        member.delete_topic("t")
