@@ -94,6 +94,12 @@ class NotFound(MillstreamError):
     code = "not_found"
 
 
+class UnknownMove(NotFound):
+    """No move of that partition onto this broker is known."""
+
+    code = "unknown_move"
+
+
 class UnknownTopic(NotFound):
     code = "unknown_topic"
 
@@ -150,6 +156,14 @@ class ManagedByOperator(MillstreamError):
     code = "managed_by_operator"
 
 
+class MoveConflict(MillstreamError):
+    """A move that its partition's state does not allow: started for a partition this broker
+    already serves or from another broker than the one serving it, or cancelled once it is
+    switching (the previous broker no longer takes writes)."""
+
+    code = "move_conflict"
+
+
 class StaleEpoch(MillstreamError):
     """Cluster metadata older than what the broker already has (a late or replayed push)."""
 
@@ -198,6 +212,14 @@ class NotCoordinator(Misdirected):
     """The group is coordinated by another broker."""
 
     code = "not_coordinator"
+
+
+class PartitionMoving(MillstreamError):
+    """The partition is placed on this broker, but the last of its log is still being copied
+    from the broker that served it before. Retriable: it is served in a moment."""
+
+    code = "partition_moving"
+    retriable = True
 
 
 class OffsetOutOfRange(MillstreamError):

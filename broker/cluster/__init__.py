@@ -11,6 +11,11 @@ start, so a restart needs no operator:
 - :mod:`~millstream.broker.cluster.node`: this broker in the cluster: applies pushes to the
   store and to the :class:`~millstream.broker.storage.log_manager.LogManager`, and says whether
   a partition or a group is served here or which broker to go to.
+- :mod:`~millstream.broker.cluster.moves`: moving a partition between brokers as values: the
+  moves onto this broker, the retired copies of partitions that left, the state machine.
+- :mod:`~millstream.broker.cluster.mover`: the copy of each move, from its source, through a
+  ``Source`` that the HTTP layer implements; :mod:`~millstream.broker.cluster.throttle` paces it.
 
-Knows nothing of HTTP, of Kubernetes, or of how other brokers are reached.
+Knows nothing of HTTP, of Kubernetes, or of how other brokers are reached (the mover's
+``Source`` protocol is implemented by ``broker/http/move_source.py``).
 """

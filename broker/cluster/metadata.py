@@ -9,7 +9,9 @@ hand.
   is taken (the operator re-pushes after a restart of its own).
 - A topic push carries the whole topic: partition count, config overrides, the broker of every
   partition, the operator's ``topic_id`` and optionally an ``epoch`` of its own, compared
-  with the topic's kept one the same way. Partitions only grow.
+  with the topic's kept one the same way; once the topic has an epoch (pushed, or set by a
+  move's fence, :mod:`.moves`), a push without one is refused as stale too. Partitions only
+  grow.
 - Every placed partition names a listed broker: a topic cannot be pushed before the cluster,
   nor a broker dropped from the cluster while partitions are still placed on it.
 - A group's coordinator is ``brokers[coordinator_index(group_id, len(brokers))]``, brokers
@@ -109,9 +111,12 @@ def with_topic(current: ClusterMetadata | None, topic: TopicPlacement) -> Cluste
         raise errors.InvalidPlacement(f"placement names broker(s) {unknown}, not in the cluster")
     kept = current.topics.get(topic.name)
     if kept is not None:
-        if topic.epoch is not None and kept.epoch is not None and topic.epoch < kept.epoch:
+        if kept.epoch is not None and (topic.epoch is None or topic.epoch < kept.epoch):
+            # Without an epoch a push cannot be told from a late one: once a topic has an
+            # epoch (a move fenced it, say), every push must carry one.
             raise errors.StaleEpoch(
-                f"topic {topic.name!r}: epoch {topic.epoch} is older than the broker's {kept.epoch}"
+                f"topic {topic.name!r}: epoch {topic.epoch} is older than the broker's "
+                f"{kept.epoch}; pushes of a topic with an epoch must carry one at least as high"
             )
         if topic.partitions < kept.partitions:
             raise errors.InvalidPartitions(

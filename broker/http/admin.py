@@ -23,7 +23,13 @@ from aiohttp import web
 from millstream import errors
 from millstream.broker.cluster.metadata import BrokerInfo, ClusterMetadata, TopicPlacement
 from millstream.broker.http.keys import ADMIN_AUTH, CLUSTER, GROUPS, LOGS, METRICS
-from millstream.broker.http.params import INT64_MAX, json_body, object_body, topic_config
+from millstream.broker.http.params import (
+    INT64_MAX,
+    body_int,
+    json_body,
+    object_body,
+    topic_config,
+)
 from millstream.broker.http.topics import describe
 from millstream.broker.storage.log_manager import MAX_PARTITIONS
 
@@ -33,12 +39,6 @@ MAX_BROKERS: Final = 10_000
 MAX_BROKER_ID: Final = 2**31 - 1
 MAX_URL_LENGTH: Final = 2048
 MAX_TOPIC_ID_LENGTH: Final = 255
-
-
-def _int(value: Any, where: str, maximum: int, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise errors.InvalidRequest(f"{where} must be an integer from {minimum} to {maximum}")
-    return value
 
 
 def _broker(item: Any, where: str) -> BrokerInfo:
@@ -52,7 +52,7 @@ def _broker(item: Any, where: str) -> BrokerInfo:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.InvalidRequest(f"{where}.url must be an http:// or https:// URL, got {url!r}")
-    return BrokerInfo(_int(item.get("id"), f"{where}.id", MAX_BROKER_ID), url.rstrip("/"))
+    return BrokerInfo(body_int(item.get("id"), f"{where}.id", MAX_BROKER_ID), url.rstrip("/"))
 
 
 def _placement(raw: Any, partitions: int) -> tuple[int, ...]:
@@ -68,7 +68,7 @@ def _placement(raw: Any, partitions: int) -> tuple[int, ...]:
             f"placement must name partitions 0 to {partitions - 1} exactly "
             f"(missing: {missing[:10]}, not partitions: {extra[:10]})"
         )
-    return tuple(_int(raw[str(p)], f"placement[{p}]", MAX_BROKER_ID) for p in range(partitions))
+    return tuple(body_int(raw[str(p)], f"placement[{p}]", MAX_BROKER_ID) for p in range(partitions))
 
 
 def _topic(name: str, body: Any) -> TopicPlacement:
@@ -96,7 +96,7 @@ def _topic(name: str, body: Any) -> TopicPlacement:
         config,
         _placement(body.get("placement"), partitions),
         topic_id,
-        None if epoch is None else _int(epoch, '"epoch"', INT64_MAX),
+        None if epoch is None else body_int(epoch, '"epoch"', INT64_MAX),
     )
 
 
@@ -107,7 +107,7 @@ async def put_cluster(request: web.Request) -> web.Response:
     brokers = body.get("brokers")
     if not isinstance(brokers, list) or not 1 <= len(brokers) <= MAX_BROKERS:
         raise errors.InvalidRequest(f'"brokers" must be an array of 1 to {MAX_BROKERS} brokers')
-    epoch = _int(body.get("epoch"), '"epoch"', INT64_MAX)
+    epoch = body_int(body.get("epoch"), '"epoch"', INT64_MAX)
     cluster = request.app[CLUSTER]
     cluster.put_cluster(epoch, [_broker(b, f"brokers[{i}]") for i, b in enumerate(brokers)])
     return web.json_response(cluster_view(request))

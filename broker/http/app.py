@@ -5,20 +5,24 @@ The app serves an already opened :class:`LogManager` and :class:`GroupCoordinato
 :class:`ClusterNode` that says which partitions and groups are served here; opening and
 closing them is the server's job, so the same app works over any data directory. Without a
 node the broker is standalone (metadata pushes persist in the log manager's directory) and
-without an admin token its admin routes are closed.
+without an admin token its admin routes are closed. The app owns the
+:class:`~millstream.broker.cluster.mover.Mover` that copies partitions moving onto this broker:
+started with the app (it resumes the moves the node replayed) and stopped before it closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from millstream.broker.cluster.mover import Mover
 from millstream.broker.cluster.node import ClusterNode
 from millstream.broker.cluster.store import MetadataStore
 from millstream.broker.groups.coordinator import GroupCoordinator
-from millstream.broker.http import admin, fetch, groups, produce, topics
+from millstream.broker.http import admin, fetch, groups, moves, produce, replicas, topics
 from millstream.broker.http.auth import AdminAuth
 from millstream.broker.http.errors import error_middleware
 from millstream.broker.http.keys import (
@@ -27,6 +31,7 @@ from millstream.broker.http.keys import (
     GROUPS,
     LOGS,
     METRICS,
+    MOVER,
     PARTITIONER,
     PEERS,
     SETTINGS,
@@ -34,6 +39,7 @@ from millstream.broker.http.keys import (
     HttpSettings,
 )
 from millstream.broker.http.metrics import BrokerMetrics, metrics_middleware
+from millstream.broker.http.move_source import HttpMoveSource
 from millstream.broker.http.openapi import openapi_document
 from millstream.broker.http.peers import Peers
 from millstream.broker.storage.log_manager import LogManager
@@ -90,7 +96,27 @@ def make_app(
     app[ADMIN_AUTH] = admin_auth or AdminAuth(None)
     app[PEERS] = peers = Peers(settings.peer_timeout_s)
     app.on_cleanup.append(peers.close)
-    tables = (topics.routes, produce.routes, fetch.routes, groups.routes, admin.routes, _service)
+    source = HttpMoveSource(app[ADMIN_AUTH])
+    app[MOVER] = Mover(app[CLUSTER], logs, source)
+    app.cleanup_ctx.append(_moving(app[MOVER], source))
+    tables = (
+        *(topics.routes, produce.routes, fetch.routes, groups.routes),
+        *(admin.routes, moves.routes, replicas.routes, _service),
+    )
     for table in tables:
         app.add_routes(table)
     return app
+
+
+def _moving(
+    mover: Mover, source: HttpMoveSource
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        mover.start()
+        try:
+            yield
+        finally:
+            await mover.close()
+            await source.close()
+
+    return context

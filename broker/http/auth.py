@@ -1,7 +1,9 @@
 """The admin token: who may push cluster metadata to this broker.
 
 Created by the server from ``--admin-token-file`` and checked by every route under
-``/v1/admin/`` (``broker/http/admin.py``) before it reads its body. The operator generates the
+``/v1/admin/`` (``broker/http/admin.py``, ``moves.py``, ``replicas.py``) before it reads its
+body; also sent by this broker when it calls another's admin routes to move a partition (the
+brokers of a cluster share the token). The operator generates the
 token and keeps it in a Secret mounted into the broker pods; a request must carry it as
 ``Authorization: Bearer <token>``. Without the header the answer is 401 ``unauthorized``, with
 another token 403 ``forbidden`` (compared in constant time), and a broker started without a
@@ -57,6 +59,12 @@ class AdminAuth:
             # Mid-rotation, or removed: keep the token last read rather than lock the operator out.
             logger.warning("admin token file %s unreadable, keeping the last token: %s", path, exc)
         return self._token
+
+    def token(self) -> str | None:
+        """The token, for this broker's own calls to other brokers' admin routes (a move's
+        receiver fences and reads its source); None if admin routes are closed."""
+        token = self._current()
+        return None if token is None else token.decode()
 
     def check(self, request: web.Request) -> None:
         """Raise Unauthorized or Forbidden unless the request carries the admin token."""

@@ -50,7 +50,7 @@ def _records_from(data: bytes, offset: int) -> Iterator[Record]:
                 yield record
 
 
-async def _read_when_ready(
+async def read_when_ready(
     request: web.Request, log: PartitionLog, offset: int, max_bytes: int, wait_ms: int
 ) -> bytes:
     data = log.read(offset, max_bytes)
@@ -87,7 +87,7 @@ async def fetch_records(request: web.Request) -> web.StreamResponse:
         limit = int_param(request, "max_records", 0, minimum=1, maximum=MAX_FETCH_RECORDS)
         return await _stream(request, log, offset, max_bytes, limit, base64_only)
 
-    data = await _read_when_ready(request, log, offset, max_bytes, wait_ms)
+    data = await read_when_ready(request, log, offset, max_bytes, wait_ms)
     if wants(request, BATCH_MEDIA_TYPE):
         next_offset = offset
         for info in iter_batches(data):
@@ -147,14 +147,16 @@ async def _stream(
     topic = request.match_info["topic"]
     sent = 0
     try:
-        # A deleted topic's log is closed and would answer "no data" at once, for ever.
+        # A deleted topic's log is closed and would answer "no data" at once, for ever; a
+        # sealed one moved to another broker and gets nothing more here.
         while (
             not stopping.is_set()
             and not log.closed
+            and not log.sealed
             and (limit == 0 or sent < limit)
             and _connected(request)
         ):
-            data = await _read_when_ready(request, log, offset, max_bytes, wait_ms=1_000)
+            data = await read_when_ready(request, log, offset, max_bytes, wait_ms=1_000)
             if not data:
                 if sse:  # a comment line keeps proxies from closing an idle stream
                     await response.write(b": idle\n\n")

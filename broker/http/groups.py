@@ -308,6 +308,7 @@ async def _cluster_targets(
     for topic, partition in targets:
         owner = cluster.owner(topic, partition)
         if owner is None or owner.id == cluster.broker_id:
+            cluster.check_local(topic, partition)  # partition_moving while its copy completes
             local[topic, partition] = _local_offset(logs.log(topic, partition), to, timestamp)
         else:
             remote.append((owner.url, topic, partition))

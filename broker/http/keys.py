@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from millstream.broker.cluster.mover import Mover
 from millstream.broker.cluster.node import ClusterNode
 from millstream.broker.groups.coordinator import GroupCoordinator
 from millstream.broker.http.auth import AdminAuth
@@ -33,5 +34,6 @@ SETTINGS = web.AppKey("settings", HttpSettings)
 CLUSTER = web.AppKey("cluster", ClusterNode)
 ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)
 PEERS = web.AppKey("peers", Peers)
+MOVER = web.AppKey("mover", Mover)
 # Set when the broker begins to shut down: long polls and streams end early.
 STOPPING = web.AppKey("stopping", asyncio.Event)

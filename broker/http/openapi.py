@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document of the broker's HTTP API, served at ``GET /v1/openapi.json``.
 
-Written by hand next to the routes it describes (bodies in :mod:`.schemas`). Unit tests check
+Written by hand next to the routes it describes (bodies in :mod:`.schemas`; the admin routes
+and the cluster view, paths and bodies, in :mod:`.openapi_admin`). Unit tests check
 that every route the app serves appears here and that the document is valid OpenAPI; an
 integration test fuzzes a real broker from it (schemathesis) and holds every answer to it:
 statuses, content types and bodies.
@@ -11,36 +12,24 @@ from __future__ import annotations
 from typing import Any
 
 from millstream import __version__
-from millstream.broker.http.fetch import MAX_FETCH_BYTES, MAX_FETCH_RECORDS
-from millstream.broker.http.keys import HttpSettings
+from millstream.broker.http.fetch import MAX_FETCH_RECORDS
+from millstream.broker.http.openapi_admin import ADMIN_PATHS, admin_schemas
+from millstream.broker.http.openapi_parts import (
+    BATCHES,
+    BINARY,
+    FETCH_LIMITS,
+    PARTITION,
+    TOPIC,
+    error_responses,
+    int_schema,
+    json_content,
+    ok,
+    param,
+)
 from millstream.broker.http.params import INT64_MAX
 from millstream.broker.http.schemas import ref, schemas
 
-_ERROR_REF = {"$ref": "#/components/responses/Error"}
-_BATCHES = "application/vnd.kafka.record-batch"
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-
-
-def _param(
-    name: str, where: str, description: str, schema: dict[str, Any], **extra: Any
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": where,
-        "required": where == "path",
-        "description": description,
-        "schema": schema,
-        **extra,
-    }
-
-
-def _int(minimum: int, maximum: int, **extra: Any) -> dict[str, Any]:
-    return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
-
-
-_TOPIC = _param("topic", "path", "Topic name", ref("TopicName"))
-_PARTITION = _param("partition", "path", "Partition number", {"type": "integer", "minimum": 0})
-_ACKS = _param(
+_ACKS = param(
     "acks",
     "query",
     "all (default): answer once the records are fsynced; 1 or 0: once they are written",
@@ -48,52 +37,30 @@ _ACKS = _param(
 )
 
 
-def _json(schema_name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": ref(schema_name)}}
-
-
-def _ok(description: str, schema_name: str) -> dict[str, Any]:
-    return {"description": description, "content": _json(schema_name)}
-
-
-def _errors(*codes: str) -> dict[str, Any]:
-    return dict.fromkeys(codes, _ERROR_REF)
-
-
-# 413: body over the broker's request limit; 503: the disk failed, or the broker is stopping.
+# 413: body over the broker's request limit; 503: the disk failed, the broker is stopping, or
+# (in a cluster) the partition is moving onto this broker and not served yet: partition_moving.
 _WRITE_ERRORS = ("400", "413", "503")
 # In a cluster: the partition or group belongs to another broker, which the error names.
 _MISDIRECTED = "421"
 
 _FETCH_PARAMS = [
-    _TOPIC,
-    _PARTITION,
-    _param("offset", "query", "First offset to read (default: earliest)", _int(0, INT64_MAX)),
-    _param(
+    TOPIC,
+    PARTITION,
+    param("offset", "query", "First offset to read (default: earliest)", int_schema(0, INT64_MAX)),
+    param(
         "max_records",
         "query",
         "At most this many records (JSON: default 500; a stream without it follows for good)",
-        _int(1, MAX_FETCH_RECORDS),
+        int_schema(1, MAX_FETCH_RECORDS),
     ),
-    _param(
-        "max_bytes",
-        "query",
-        "About this many bytes of batches (at least one batch is returned)",
-        _int(1, MAX_FETCH_BYTES),
-    ),
-    _param(
-        "wait_ms",
-        "query",
-        "Long-poll this long when nothing is new",
-        _int(0, HttpSettings().max_wait_ms, default=0),
-    ),
-    _param(
+    *FETCH_LIMITS,
+    param(
         "encoding",
         "query",
         "base64: binary fields always as *_base64",
         {"type": "string", "enum": ["auto", "base64"], "default": "auto"},
     ),
-    _param(
+    param(
         "follow",
         "query",
         "With raw batches: one response that follows the log as it grows (NDJSON and SSE "
@@ -102,11 +69,11 @@ _FETCH_PARAMS = [
     ),
 ]
 
-_AT = _param(
+_AT = param(
     "at",
     "query",
     "earliest, latest (default) or a time in epoch ms: the first offset at or after it",
-    {"anyOf": [{"enum": ["earliest", "latest"]}, _int(0, INT64_MAX)], "default": "latest"},
+    {"anyOf": [{"enum": ["earliest", "latest"]}, int_schema(0, INT64_MAX)], "default": "latest"},
 )
 
 _FETCHED = {
@@ -122,8 +89,8 @@ _FETCHED = {
         },
     },
     "content": {
-        **_json("FetchResult"),
-        _BATCHES: _BINARY,
+        **json_content("FetchResult"),
+        BATCHES: BINARY,
         "application/x-ndjson": {"schema": ref("Record")},  # the schema of each line
         "text/event-stream": {"schema": {"type": "string"}},
     },
@@ -134,71 +101,74 @@ _TOPIC_PATHS: dict[str, Any] = {
         "get": {
             "summary": "List topics",
             "operationId": "listTopics",
-            "responses": {"200": _ok("Topics", "TopicList")},
+            "responses": {"200": ok("Topics", "TopicList")},
         },
         "post": {
             "summary": "Create a topic",
             "operationId": "createTopic",
-            "requestBody": {"required": True, "content": _json("NewTopic")},
+            "requestBody": {"required": True, "content": json_content("NewTopic")},
             "description": "409 managed_by_operator in an operator-managed cluster",
-            "responses": {"201": _ok("Created", "Topic"), **_errors(*_WRITE_ERRORS, "409")},
+            "responses": {"201": ok("Created", "Topic"), **error_responses(*_WRITE_ERRORS, "409")},
         },
     },
     "/v1/topics/{topic}": {
-        "parameters": [_TOPIC],
+        "parameters": [TOPIC],
         "get": {
             "summary": "Describe a topic: offsets and size per partition, config",
             "operationId": "describeTopic",
             "description": "In a cluster: every partition with its broker; offsets and sizes "
             "of the partitions served elsewhere are null",
-            "responses": {"200": _ok("Topic", "Topic"), **_errors("404")},
+            "responses": {"200": ok("Topic", "Topic"), **error_responses("404")},
         },
         "patch": {
             "summary": "Grow partitions or change config",
             "operationId": "alterTopic",
             "description": "409 managed_by_operator in an operator-managed cluster",
-            "requestBody": {"required": True, "content": _json("TopicChange")},
+            "requestBody": {"required": True, "content": json_content("TopicChange")},
             "responses": {
-                "200": _ok("Changed", "Topic"),
-                **_errors(*_WRITE_ERRORS, "404", "409"),
+                "200": ok("Changed", "Topic"),
+                **error_responses(*_WRITE_ERRORS, "404", "409"),
             },
         },
         "delete": {
             "summary": "Delete a topic and its data",
             "operationId": "deleteTopic",
             "description": "409 managed_by_operator in an operator-managed cluster",
-            "responses": {"204": {"description": "Deleted"}, **_errors("404", "409", "503")},
+            "responses": {
+                "204": {"description": "Deleted"},
+                **error_responses("404", "409", "503"),
+            },
         },
     },
 }
 
 _RECORD_PATHS: dict[str, Any] = {
     "/v1/topics/{topic}/records": {
-        "parameters": [_TOPIC],
+        "parameters": [TOPIC],
         "post": {
             "summary": "Produce JSON records (partitioned by key, else sticky)",
             "operationId": "produceRecords",
             "parameters": [_ACKS],
-            "requestBody": {"required": True, "content": _json("ProduceRequest")},
+            "requestBody": {"required": True, "content": json_content("ProduceRequest")},
             "responses": {
-                "200": _ok("Offsets, one per record in request order", "ProduceResult"),
-                **_errors(*_WRITE_ERRORS, "404", _MISDIRECTED),
+                "200": ok("Offsets, one per record in request order", "ProduceResult"),
+                **error_responses(*_WRITE_ERRORS, "404", _MISDIRECTED),
             },
         },
     },
     "/v1/topics/{topic}/partitions/{partition}/batches": {
-        "parameters": [_TOPIC, _PARTITION],
+        "parameters": [TOPIC, PARTITION],
         "post": {
             "summary": "Produce raw RecordBatch v2 bytes (one or more batches): the fast path",
             "operationId": "produceBatches",
             "parameters": [_ACKS],
             "requestBody": {
                 "required": True,
-                "content": {_BATCHES: _BINARY, "application/octet-stream": _BINARY},
+                "content": {BATCHES: BINARY, "application/octet-stream": BINARY},
             },
             "responses": {
-                "200": _ok("Offsets assigned", "BatchResult"),
-                **_errors(*_WRITE_ERRORS, "404", "415", _MISDIRECTED),
+                "200": ok("Offsets assigned", "BatchResult"),
+                **error_responses(*_WRITE_ERRORS, "404", "415", _MISDIRECTED),
             },
         },
     },
@@ -209,25 +179,25 @@ _RECORD_PATHS: dict[str, Any] = {
             "operationId": "fetchRecords",
             "responses": {
                 "200": _FETCHED,
-                **_errors("400", "404", "416", _MISDIRECTED, "503"),
+                **error_responses("400", "404", "416", _MISDIRECTED, "503"),
             },
         },
     },
     "/v1/topics/{topic}/partitions/{partition}/offsets": {
-        "parameters": [_TOPIC, _PARTITION, _AT],
+        "parameters": [TOPIC, PARTITION, _AT],
         "get": {
             "summary": "Look up an offset by position or time",
             "operationId": "lookupOffset",
             "responses": {
-                "200": _ok("Offset", "Offset"),
-                **_errors("400", "404", _MISDIRECTED, "503"),
+                "200": ok("Offset", "Offset"),
+                **error_responses("400", "404", _MISDIRECTED, "503"),
             },
         },
     },
 }
 
 
-_GROUP = _param("group", "path", "Group id", ref("GroupId"))
+_GROUP = param("group", "path", "Group id", ref("GroupId"))
 _CONFLICT = "409"  # the member must rejoin: unknown_member, illegal_generation, ...
 
 
@@ -238,8 +208,8 @@ def _group_call(
         "post": {
             "summary": summary,
             "operationId": operation_id,
-            "requestBody": {"required": True, "content": _json(body)},
-            "responses": {**ok, **_errors("400", *errors, _MISDIRECTED)},
+            "requestBody": {"required": True, "content": json_content(body)},
+            "responses": {**ok, **error_responses("400", *errors, _MISDIRECTED)},
         }
     }
 
@@ -251,7 +221,7 @@ _GROUP_PATHS: dict[str, Any] = {
         "get": {
             "summary": "List consumer groups",
             "operationId": "listGroups",
-            "responses": {"200": _ok("Groups", "GroupList")},
+            "responses": {"200": ok("Groups", "GroupList")},
         }
     },
     "/v1/groups/{group}": {
@@ -260,8 +230,8 @@ _GROUP_PATHS: dict[str, Any] = {
             "summary": "Describe a group: state, members, assignment, offsets and lag",
             "operationId": "describeGroup",
             "responses": {
-                "200": _ok("The group", "Group"),
-                **_errors("400", "404", _MISDIRECTED),
+                "200": ok("The group", "Group"),
+                **error_responses("400", "404", _MISDIRECTED),
             },
         },
         "delete": {
@@ -269,7 +239,7 @@ _GROUP_PATHS: dict[str, Any] = {
             "operationId": "deleteGroup",
             "responses": {
                 **_NO_CONTENT,
-                **_errors("400", "404", _CONFLICT, _MISDIRECTED, "503"),
+                **error_responses("400", "404", _CONFLICT, _MISDIRECTED, "503"),
             },
         },
     },
@@ -279,7 +249,7 @@ _GROUP_PATHS: dict[str, Any] = {
             "joinGroup",
             "Join, or rejoin for a rebalance; answers when the rebalance completes",
             "JoinRequest",
-            {"200": _ok("Joined a generation", "JoinResult")},
+            {"200": ok("Joined a generation", "JoinResult")},
             _CONFLICT,
             "503",
         ),
@@ -290,7 +260,7 @@ _GROUP_PATHS: dict[str, Any] = {
             "syncGroup",
             "Get this member's assignment (the leader brings everyone's)",
             "SyncRequest",
-            {"200": _ok("This member's assignment", "SyncResult")},
+            {"200": ok("This member's assignment", "SyncResult")},
             _CONFLICT,
         ),
     },
@@ -314,7 +284,7 @@ _GROUP_PATHS: dict[str, Any] = {
             "summary": "Committed offsets",
             "operationId": "fetchOffsets",
             "parameters": [
-                _param(
+                param(
                     "topic",
                     "query",
                     "Only these topics (repeatable)",
@@ -324,8 +294,8 @@ _GROUP_PATHS: dict[str, Any] = {
                 )
             ],
             "responses": {
-                "200": _ok("Offsets", "CommittedOffsets"),
-                **_errors("400", _MISDIRECTED),
+                "200": ok("Offsets", "CommittedOffsets"),
+                **error_responses("400", _MISDIRECTED),
             },
         },
         **_group_call(
@@ -344,70 +314,10 @@ _GROUP_PATHS: dict[str, Any] = {
             "resetOffsets",
             "Reset a group's offsets (refused while it has live members)",
             "OffsetReset",
-            {"200": _ok("The offsets, reset or (dry run) planned", "OffsetResetResult")},
+            {"200": ok("The offsets, reset or (dry run) planned", "OffsetResetResult")},
             "404",
             _CONFLICT,
             "503",
-        ),
-    },
-}
-
-
-# 401: no token; 403: the wrong token, or a broker started without one; 409: stale_epoch.
-_ADMIN_ERRORS = ("400", "401", "403")
-_ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}]
-
-
-def _admin(operation_id: str, summary: str, **operation: Any) -> dict[str, Any]:
-    return {
-        "summary": summary,
-        "operationId": operation_id,
-        "tags": ["admin"],
-        "security": _ADMIN_SECURITY,
-        **operation,
-    }
-
-
-_ADMIN_PATHS: dict[str, Any] = {
-    "/v1/cluster": {
-        "get": {
-            "summary": "The cluster's brokers, this broker's id and every topic's placement",
-            "operationId": "describeCluster",
-            "description": "What clients route by; mode standalone on a broker outside a cluster",
-            "responses": {"200": _ok("Cluster metadata", "Cluster")},
-        }
-    },
-    "/v1/admin/cluster": {
-        "put": _admin(
-            "putCluster",
-            "Set the cluster's brokers (the operator's push)",
-            description="Refused with 409 stale_epoch if the epoch is older than the broker's",
-            requestBody={"required": True, "content": _json("ClusterPush")},
-            responses={
-                "200": _ok("The cluster metadata now", "Cluster"),
-                **_errors(*_ADMIN_ERRORS, "409", "503"),
-            },
-        )
-    },
-    "/v1/admin/topics/{topic}": {
-        "parameters": [_TOPIC],
-        "put": _admin(
-            "putTopicPlacement",
-            "Create or alter a topic and place its partitions (the operator's push)",
-            description="This broker hosts the partitions placed on it; partitions only grow",
-            requestBody={"required": True, "content": _json("TopicPush")},
-            responses={
-                "200": _ok("The topic as this broker serves it", "Topic"),
-                **_errors(*_ADMIN_ERRORS, "409", "413", "503"),
-            },
-        ),
-        "delete": _admin(
-            "deleteTopicPlacement",
-            "Delete a topic and what this broker holds of it (the operator's push)",
-            responses={
-                "204": {"description": "Deleted"},
-                **_errors(*_ADMIN_ERRORS, "404", "503"),
-            },
         ),
     },
 }
@@ -428,13 +338,13 @@ _SERVICE_PATHS: dict[str, Any] = {
         "Prometheus metrics",
         {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
     ),
-    "/healthz": _service("healthz", "Liveness", {"200": _ok("The process is serving", "Status")}),
+    "/healthz": _service("healthz", "Liveness", {"200": ok("The process is serving", "Status")}),
     "/readyz": _service(
         "readyz",
         "Readiness",
         {
-            "200": _ok("Logs recovered; serving", "Status"),
-            "503": _ok("Starting or stopping", "Status"),
+            "200": ok("Logs recovered; serving", "Status"),
+            "503": ok("Starting or stopping", "Status"),
         },
     ),
 }
@@ -448,11 +358,11 @@ def openapi_document() -> dict[str, Any]:
             **_TOPIC_PATHS,
             **_RECORD_PATHS,
             **_GROUP_PATHS,
-            **_ADMIN_PATHS,
+            **ADMIN_PATHS,
             **_SERVICE_PATHS,
         },
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **admin_schemas()},
             "securitySchemes": {
                 "adminToken": {
                     "type": "http",
@@ -463,7 +373,7 @@ def openapi_document() -> dict[str, Any]:
             "responses": {
                 "Error": {
                     "description": "A refused request: nothing of it was applied",
-                    "content": _json("Error"),
+                    "content": json_content("Error"),
                 }
             },
         },

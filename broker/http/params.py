@@ -51,6 +51,13 @@ def int_param(
     return parse_int(name, raw, minimum=minimum, maximum=maximum)
 
 
+def body_int(value: Any, where: str, maximum: int, minimum: int = 0) -> int:
+    """A JSON body's integer field within [minimum, maximum], or InvalidRequest."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise errors.InvalidRequest(f"{where} must be an integer from {minimum} to {maximum}")
+    return value
+
+
 def partition_param(request: web.Request) -> int:
     raw = request.match_info["partition"]
     # Anything but a short run of ASCII digits names no partition (str.isdigit takes "²").

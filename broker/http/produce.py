@@ -67,7 +67,8 @@ async def produce_records(request: web.Request) -> web.Response:
             )
 
     async def append(partition: int, batch: bytes) -> tuple[int, int]:
-        log = logs.log(topic, partition)
+        # Asked again: the partition may have moved away since the check above (a fence).
+        log = local_log(request, topic, partition)
         first, _last = await log.append(
             batch, [check_batch(batch, deep=False)], wait_durable=durable
         )
@@ -116,6 +117,9 @@ async def produce_batches(request: web.Request) -> web.Response:
     durable = acks_param(request)
     body = await request.read()
     infos = check_batches(body)
+    # Asked again after reading the body: the partition may have moved away meanwhile. (The
+    # log also refuses appends once it is sealed, which covers any other interleaving.)
+    log = local_log(request, topic, log.partition)
     first, last = await log.append(body, infos, wait_durable=durable)
     request.app[METRICS].records_in(topic, last - first + 1, len(body))
     return web.json_response(

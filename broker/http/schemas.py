@@ -10,12 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from millstream.broker.http.admin import (
-    MAX_BROKER_ID,
-    MAX_BROKERS,
-    MAX_TOPIC_ID_LENGTH,
-    MAX_URL_LENGTH,
-)
 from millstream.broker.http.groups import MAX_OFFSETS_PER_REQUEST
 from millstream.broker.http.json_records import BASE64, MAX_RECORDS_PER_REQUEST
 from millstream.broker.http.params import INT64_MAX
@@ -41,10 +35,12 @@ def obj_schema(
     return schema
 
 
-_INTEGER = {"type": "integer"}
+INTEGER = {"type": "integer"}
+_INTEGER = INTEGER
 _INTEGER_OR_NULL = {"type": ["integer", "null"]}
-_STRING = {"type": "string"}
-_TEXT_OR_NULL = {"type": ["string", "null"]}
+STRING = {"type": "string"}
+TEXT_OR_NULL = {"type": ["string", "null"]}
+_STRING, _TEXT_OR_NULL = STRING, TEXT_OR_NULL
 _BASE64 = {"type": "string", "contentEncoding": "base64", "pattern": f"^{BASE64.pattern}$"}
 
 
@@ -172,75 +168,6 @@ def _topics() -> dict[str, Any]:
                 "partitions": {"type": "array", "items": partition_info},
                 "config": obj_schema(list(CONFIG_BOUNDS), dict.fromkeys(CONFIG_BOUNDS, _INTEGER)),
                 "topic_id": {**_TEXT_OR_NULL, "description": "In a cluster: the operator's id"},
-            },
-        ),
-    }
-
-
-def _cluster() -> dict[str, Any]:
-    broker_id = {"type": "integer", "minimum": 0, "maximum": MAX_BROKER_ID}
-    url = {"type": "string", "maxLength": MAX_URL_LENGTH, "pattern": "^https?://[^/]"}
-    broker = obj_schema(["id", "url"], {"id": broker_id, "url": url})
-    placement = {
-        "type": "object",
-        "description": "The broker id serving each partition, by partition number",
-        "propertyNames": {"pattern": "^(0|[1-9][0-9]*)$"},
-        "additionalProperties": broker_id,
-    }
-    epoch = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
-    placed = obj_schema(
-        ["name", "partitions", "topic_id", "placement"],
-        {
-            "name": _STRING,
-            "partitions": _INTEGER,
-            "topic_id": _TEXT_OR_NULL,
-            "placement": placement,
-        },
-    )
-    return {
-        "Broker": broker,
-        "Cluster": obj_schema(
-            ["mode", "broker_id", "epoch", "brokers", "topics"],
-            {
-                "mode": {"enum": ["standalone", "cluster"]},
-                "broker_id": {"type": ["integer", "null"]},
-                "epoch": {"type": ["integer", "null"]},
-                "brokers": {"type": "array", "items": ref("Broker")},
-                "topics": {"type": "array", "items": placed},
-            },
-        ),
-        "ClusterPush": obj_schema(
-            ["epoch", "brokers"],
-            {
-                "epoch": {**epoch, "description": "Refused if older than the broker's"},
-                "brokers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_BROKERS,
-                    "items": ref("Broker"),
-                    "description": "Every broker of the cluster; ids distinct",
-                },
-            },
-        ),
-        "TopicPush": obj_schema(
-            ["partitions", "placement"],
-            {
-                "partitions": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_PARTITIONS,
-                    "description": "Can only grow",
-                },
-                "config": {
-                    **nullable(ref("TopicConfig")),
-                    "description": "Every override: a setting left out is the broker default",
-                },
-                "placement": {
-                    **placement,
-                    "description": "Every partition, 0 to partitions-1, to a broker of the cluster",
-                },
-                "topic_id": nullable({"type": "string", "maxLength": MAX_TOPIC_ID_LENGTH}),
-                "epoch": nullable({**epoch, "description": "Refused if older than the topic's"}),
             },
         ),
     }
@@ -495,4 +422,4 @@ def _groups() -> dict[str, Any]:
 
 
 def schemas() -> dict[str, Any]:
-    return {**_topics(), **_records_in(), **_results(), **_groups(), **_cluster()}
+    return {**_topics(), **_records_in(), **_results(), **_groups()}

@@ -3,7 +3,8 @@
 Layout of a data directory::
 
     <data>/topics/<topic>/topic.json              name, partition count, config, the
-                                                  partitions hosted here (atomic rewrite)
+                                                  partitions hosted here and those held
+                                                  without being served (atomic rewrite)
     <data>/topics/<topic>/<partition>/<base>.log        RecordBatch v2 bytes, as received
     <data>/topics/<topic>/<partition>/<base>.index      sparse offset index
     <data>/topics/<topic>/<partition>/<base>.timeindex  sparse time index
@@ -20,8 +21,8 @@ The public surface, used by ``millstream.broker.http``:
 - :class:`~millstream.broker.storage.log_manager.LogManager` owns the directory: topics,
   their partition logs, recovery at open and retention.
 - :class:`~millstream.broker.storage.partition_log.PartitionLog` is one partition: append
-  checked batches (offsets assigned, acknowledged once durable), read batches by offset,
-  wait for new data, look offsets up by time.
+  checked batches (offsets assigned, acknowledged once durable) or copied ones (offsets kept,
+  following on), read batches by offset, wait for new data, look offsets up by time.
 - :class:`~millstream.broker.storage.config.TopicConfig` holds per-topic settings.
 
 Everything here runs on the event loop's thread and is not thread-safe; only fsync and

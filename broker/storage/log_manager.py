@@ -19,6 +19,14 @@ closed and its directory moved to ``trash/``, so the directory holds exactly the
 partitions. ``open()`` applies the same rule to a topic whose ``topic.json`` was rewritten
 just before a crash. Standalone topics (``create_topic``) host every partition.
 
+A broker of a cluster may also *hold* partitions it does not serve (``held`` in
+``ensure_topic`` and ``topic.json``): a copy being received from another broker, written with
+:meth:`PartitionLog.append_replica`, or the copy of a partition that moved away, kept
+read-only until the new broker has copied its end. A held log is sealed (producers' appends
+are refused) and reached only through :meth:`LogManager.held_log`; it keeps its log when it
+becomes hosted and back (one ``topic.json`` rewrite is the commit point), so a copy is
+promoted without moving a byte. Retention and segment rolling by age leave held logs alone.
+
 Creating a topic builds it in ``staging/`` and renames it into ``topics/``; deleting renames it
 into ``trash/`` and removes it in a worker thread. Either rename is the commit point, made
 durable by fsyncing both directories, so after a crash a topic is entirely there or entirely
@@ -38,7 +46,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +64,7 @@ from millstream.errors import (
     InvalidConfig,
     InvalidPartitions,
     InvalidTopicName,
+    NotLeader,
     StorageError,
     TopicExists,
     UnknownPartition,
@@ -78,6 +87,8 @@ class TopicInfo:
     config: TopicConfig
     # The partitions this broker hosts; None: every one (a standalone broker's topic).
     hosted: frozenset[int] | None = None
+    # The partitions with a log here that is not served (see the module docstring).
+    held: frozenset[int] = frozenset()
 
     def hosts(self, partition: int) -> bool:
         return 0 <= partition < self.partitions and (
@@ -90,6 +101,7 @@ class _Topic:
     info: TopicInfo
     overrides: dict[str, int]
     logs: dict[int, PartitionLog]  # by partition: the hosted ones
+    held: dict[int, PartitionLog] = field(default_factory=dict)  # by partition: the held ones
 
 
 class LogManager:
@@ -129,7 +141,7 @@ class LogManager:
             for directory in sorted(self._topics_dir.iterdir()):
                 self._load_topic(directory)
         except BaseException:
-            for partition_log in self.logs():
+            for partition_log in (*self.logs(), *self.held_logs()):
                 partition_log.delete(remove_files=False)
             self._topics.clear()
             self._open = False
@@ -148,18 +160,24 @@ class LogManager:
         if name != directory.name or not _valid_partitions(partitions):
             logger.error("ignoring %s: its %s does not match", directory, TOPIC_FILE)
             return
-        info = TopicInfo(name, partitions, config, stored.hosted)
+        info = TopicInfo(name, partitions, config, stored.hosted, stored.held)
         topic = _Topic(info, stored.overrides, {})
         self._topics[name] = topic
         hosted = sorted(stored.hosted) if stored.hosted is not None else range(partitions)
-        for stray in _partition_dirs(directory) - set(hosted):
+        for stray in _partition_dirs(directory) - set(hosted) - stored.held:
             # topic.json stopped hosting it just before a crash: finish the removal.
             logger.info("removing partition %d of %s, no longer hosted here", stray, name)
             self._trash(directory / str(stray))
         topic.logs = {p: self._open_log(directory, name, p, config) for p in hosted}
+        topic.held = {p: self._open_held(directory, name, p, config) for p in sorted(stored.held)}
 
     def _open_log(
-        self, directory: Path, name: str, partition: int, config: TopicConfig
+        self,
+        directory: Path,
+        name: str,
+        partition: int,
+        config: TopicConfig,
+        start_offset: int = 0,
     ) -> PartitionLog:
         return PartitionLog(
             name,
@@ -168,14 +186,27 @@ class LogManager:
             config,
             executor=self._executor,
             on_sync=self._on_sync,
+            start_offset=start_offset,
         )
+
+    def _open_held(
+        self,
+        directory: Path,
+        name: str,
+        partition: int,
+        config: TopicConfig,
+        start_offset: int = 0,
+    ) -> PartitionLog:
+        held = self._open_log(directory, name, partition, config, start_offset)
+        held.seal(_not_served(name, partition))
+        return held
 
     async def close(self) -> None:
         """Close every log (final fsyncs run side by side), then wait for file removals."""
         if not self._open:
             return
         self._open = False
-        logs = self.logs()
+        logs = [*self.logs(), *self.held_logs()]
         await asyncio.gather(*(partition_log.close() for partition_log in logs))
         if self._removals:
             await asyncio.gather(*self._removals, return_exceptions=True)
@@ -211,7 +242,7 @@ class LogManager:
             raise
         fsync_dir(self._staging_dir)
         fsync_dir(self._topics_dir)
-        info = TopicInfo(name, partitions, effective, stored.hosted)
+        info = TopicInfo(name, partitions, effective, stored.hosted, stored.held)
         topic = _Topic(info, stored.overrides, {})
         self._topics[name] = topic
         directory = self._topics_dir / name
@@ -219,6 +250,8 @@ class LogManager:
             for p in range(partitions):
                 if info.hosts(p):
                     topic.logs[p] = self._open_log(directory, name, p, effective)
+            for p in sorted(stored.held):
+                topic.held[p] = self._open_held(directory, name, p, effective)
         except OSError as exc:
             self.delete_topic(name)
             raise StorageError(f"cannot create the partitions of {name!r}: {exc}") from exc
@@ -231,54 +264,108 @@ class LogManager:
         return info
 
     def ensure_topic(
-        self, name: str, partitions: int, config: Mapping[str, Any], hosted: Iterable[int]
+        self,
+        name: str,
+        partitions: int,
+        config: Mapping[str, Any],
+        hosted: Iterable[int],
+        held: Iterable[int] = (),
     ) -> TopicInfo:
         """Make the topic exactly this, as a cluster's metadata says: created if missing, else
         grown (never shrunk), its overrides replaced by ``config``, and this broker hosting
-        exactly ``hosted`` (possibly none). A partition newly hosted starts empty; one no longer
-        hosted is closed (pending appends fail) and its directory removed. Idempotent: the
-        server replays the metadata through it at every start. Everything is checked first."""
+        exactly ``hosted`` and holding exactly ``held`` (either possibly none). A partition
+        newly hosted or held starts empty; one that goes from hosted to held or back keeps its
+        log; one in neither is closed (pending appends fail) and its directory removed.
+        Idempotent: the server replays the metadata through it at every start. Everything is
+        checked first."""
         self._check_open()
         check_topic_name(name)
         _check_partitions(partitions)
-        wanted = frozenset(hosted)
-        if not all(isinstance(p, int) and 0 <= p < partitions for p in wanted):
-            raise InvalidPartitions(f"hosted partitions must be in 0..{partitions - 1}")
+        wanted, kept = frozenset(hosted), frozenset(held)
+        if not all(isinstance(p, int) and 0 <= p < partitions for p in wanted | kept):
+            raise InvalidPartitions(f"hosted and held partitions must be in 0..{partitions - 1}")
+        if wanted & kept:
+            raise InvalidPartitions(f"partitions {sorted(wanted & kept)} cannot be hosted and held")
         overrides = _overrides({}, config)
         topic = self._topics.get(name)
         if topic is None:
             if (self._topics_dir / name).exists():
                 raise StorageError(f"{self._topics_dir / name} exists but is not a loaded topic")
-            return self._create(TopicFile(name, partitions, overrides, wanted))
+            return self._create(TopicFile(name, partitions, overrides, wanted, kept))
         old = topic.info
         if partitions < old.partitions:
             raise InvalidPartitions(
                 f"topic {name!r} has {old.partitions} partitions; partitions can only grow "
                 f"(got {partitions})"
             )
-        if (partitions, overrides, wanted) == (old.partitions, topic.overrides, old.hosted):
+        if (partitions, overrides, wanted, kept) == (
+            old.partitions,
+            topic.overrides,
+            old.hosted,
+            old.held,
+        ):
             return old
         directory = self._topics_dir / name
-        write_topic_file(directory, TopicFile(name, partitions, overrides, wanted))
+        write_topic_file(directory, TopicFile(name, partitions, overrides, wanted, kept))
         effective = self.defaults.with_updates(overrides)
-        info = TopicInfo(name, partitions, effective, wanted)
+        info = TopicInfo(name, partitions, effective, wanted, kept)
         topic.info, topic.overrides = info, overrides
-        for p in sorted(set(topic.logs) - wanted):
-            topic.logs.pop(p).delete(remove_files=False)
-            self._trash(directory / str(p))
-        for partition_log in topic.logs.values():
+        for p in sorted(set(topic.logs) & kept):  # stops being served: keep it, read-only
+            topic.held[p] = topic.logs.pop(p)
+            topic.held[p].seal(_not_served(name, p))
+        for p in sorted(set(topic.held) & wanted):  # a copy received: served as it is
+            topic.logs[p] = topic.held.pop(p)
+            topic.logs[p].unseal()
+        for logs, keep in ((topic.logs, wanted), (topic.held, kept)):
+            for p in sorted(set(logs) - keep):
+                logs.pop(p).delete(remove_files=False)
+                self._trash(directory / str(p))
+        for partition_log in (*topic.logs.values(), *topic.held.values()):
             if partition_log.config != effective:
                 partition_log.update_config(effective)
         try:
             for p in sorted(wanted - set(topic.logs)):
                 topic.logs[p] = self._open_log(directory, name, p, effective)
+            for p in sorted(kept - set(topic.held)):
+                topic.held[p] = self._open_held(directory, name, p, effective)
         except OSError as exc:
             raise StorageError(f"cannot create the partitions of {name!r}: {exc}") from exc
         logger.info(
-            "topic %s: %d partition(s), hosting %s, overrides %s",
-            *(name, partitions, sorted(wanted), overrides),
+            "topic %s: %d partition(s), hosting %s, holding %s, overrides %s",
+            *(name, partitions, sorted(wanted), sorted(kept), overrides),
         )
         return info
+
+    def held_log(self, topic: str, partition: int) -> PartitionLog:
+        """A held partition's log (see the module docstring); UnknownPartition for any other."""
+        self.check_partition(topic, partition)
+        partition_log = self._topic(topic).held.get(partition)
+        if partition_log is None:
+            raise UnknownPartition(
+                f"partition {partition} of topic {topic!r} has no copy held by this broker"
+            )
+        return partition_log
+
+    def reset_held(self, topic: str, partition: int, start_offset: int) -> PartitionLog:
+        """Replace a held log by an empty one that starts at ``start_offset``: a copy that
+        starts over. The old log is closed (pending appends fail) and its files removed."""
+        self._check_open()
+        if start_offset < 0:
+            raise InvalidPartitions(f"a log cannot start at offset {start_offset}")
+        old = self.held_log(topic, partition)
+        entry = self._topic(topic)
+        directory = self._topics_dir / topic
+        old.delete(remove_files=False)
+        self._trash(directory / str(partition))
+        try:
+            entry.held[partition] = self._open_held(
+                directory, topic, partition, entry.info.config, start_offset
+            )
+        except OSError as exc:
+            del entry.held[partition]
+            raise StorageError(f"cannot recreate {topic}/{partition}: {exc}") from exc
+        logger.info("held partition %d of %s starts over at %d", partition, topic, start_offset)
+        return entry.held[partition]
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic: gone from disk at once (one rename), files removed in the background.
@@ -289,7 +376,7 @@ class LogManager:
         topic = self._topic(name)
         self._trash(self._topics_dir / name)
         del self._topics[name]
-        for partition_log in topic.logs.values():
+        for partition_log in (*topic.logs.values(), *topic.held.values()):
             partition_log.delete(remove_files=False)
         logger.info("deleted topic %s", name)
 
@@ -337,11 +424,11 @@ class LogManager:
         if count == old.partitions and overrides == topic.overrides:
             return old
         directory = self._topics_dir / name
-        write_topic_file(directory, TopicFile(name, count, overrides, old.hosted))
-        info = TopicInfo(name, count, effective, old.hosted)
+        write_topic_file(directory, TopicFile(name, count, overrides, old.hosted, old.held))
+        info = TopicInfo(name, count, effective, old.hosted, old.held)
         topic.info, topic.overrides = info, overrides
         if effective != old.config:
-            for partition_log in topic.logs.values():
+            for partition_log in (*topic.logs.values(), *topic.held.values()):
                 partition_log.update_config(effective)
         try:
             for p in range(old.partitions, count):
@@ -385,8 +472,12 @@ class LogManager:
         return [logs[p] for p in sorted(logs)]
 
     def logs(self) -> list[PartitionLog]:
-        """Every open partition log."""
+        """Every hosted partition's log."""
         return [log for topic in self._topics.values() for log in topic.logs.values()]
+
+    def held_logs(self) -> list[PartitionLog]:
+        """Every held partition's log."""
+        return [log for topic in self._topics.values() for log in topic.held.values()]
 
     # --- housekeeping -----------------------------------------------------------------------
 
@@ -407,6 +498,10 @@ class LogManager:
     def _check_open(self) -> None:
         if not self._open:
             raise BrokerUnavailable("the log manager is not open")
+
+
+def _not_served(topic: str, partition: int) -> NotLeader:
+    return NotLeader(f"partition {partition} of topic {topic!r} is not served by this broker")
 
 
 def check_topic_name(name: object) -> None:

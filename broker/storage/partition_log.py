@@ -14,6 +14,20 @@ Appends run synchronously up to and including the write, so they are applied in 
 only the wait for durability yields. Durability comes from the
 :class:`~millstream.broker.storage.flusher.Flusher` (group commit).
 
+Two kinds of append:
+
+- :meth:`PartitionLog.append` (producers): the log assigns offsets, rewriting each batch's
+  ``baseOffset`` (the first 8 bytes, outside the CRC).
+- :meth:`PartitionLog.append_replica` (a partition being copied from another broker): the
+  batches keep the offsets they were given there. Invariant, enforced: the first batch starts
+  at ``log_end_offset`` and each next one right after the one before (``baseOffset ==
+  previous lastOffset + 1``), so a copy can only follow on, never overwrite, skip or
+  reorder. It returns once the batches are fsynced, whatever ``flush.ms`` says.
+
+A log may be *sealed* (:meth:`PartitionLog.seal`): producers' appends are then refused with
+the error it was sealed with (a partition that moved to another broker keeps its log here,
+read-only, until the new broker has copied the last of it).
+
 Not thread-safe: every method runs on the event loop's thread (the constructor may run before
 the loop does); fsyncs and file removals run in worker threads.
 """
@@ -36,6 +50,7 @@ from millstream.broker.storage.retention import SegmentStats, segments_to_delete
 from millstream.broker.storage.segment import LogSegment
 from millstream.errors import (
     BrokerUnavailable,
+    InvalidOffset,
     InvalidRequest,
     MillstreamError,
     OffsetOutOfRange,
@@ -65,17 +80,20 @@ class PartitionLog:
         *,
         executor: Executor | None = None,
         on_sync: Callable[[float], None] | None = None,
+        start_offset: int = 0,
     ) -> None:
         """Open (recovering) or create the log in ``directory``; blocking file work.
 
-        ``on_sync`` is told the duration of each fsync job (for metrics)."""
+        ``on_sync`` is told the duration of each fsync job (for metrics). A log created in an
+        empty directory starts at ``start_offset`` (a copy of a log whose start retention
+        moved); an existing one starts where it does."""
         self.topic = topic
         self.partition = partition
         self.directory = directory
         self.name = f"{topic}-{partition}"
         self._config = config
         directory.mkdir(parents=True, exist_ok=True)
-        self._segments = recover_log(directory, config, self.name, now_ms())
+        self._segments = recover_log(directory, config, self.name, now_ms(), start_offset)
         self._bases = [segment.base_offset for segment in self._segments]
         active = self._segments[-1]
         self._next_offset = active.next_offset
@@ -88,6 +106,7 @@ class PartitionLog:
         self._dirs_unsynced = True  # a new directory or segment file is not durable yet
         self._closed = False
         self._failed: StorageError | None = None
+        self._sealed: MillstreamError | None = None  # why producers' appends are refused
         self._data_waiters: dict[asyncio.Future[None], int] = {}
         self._deletions: set[asyncio.Future[None]] = set()
         self.flusher = Flusher(
@@ -128,6 +147,19 @@ class PartitionLog:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def sealed(self) -> bool:
+        return self._sealed is not None
+
+    def seal(self, reason: MillstreamError) -> None:
+        """Refuse producers' appends from now on, with ``reason``. Appends already written
+        still complete (and :meth:`flush` waits for them), so once a sealed log is flushed
+        its end is final. Replica appends are not affected."""
+        self._sealed = reason
+
+    def unseal(self) -> None:
+        self._sealed = None
+
     def update_config(self, config: TopicConfig) -> None:
         """Apply changed settings; they take effect from the next append."""
         self._config = config
@@ -149,7 +181,56 @@ class PartitionLog:
         once an fsync covers the write; otherwise once the write is in the kernel.
         """
         self._check_writable()
+        if self._sealed is not None:
+            raise self._sealed
         data, first, end = self._assign_offsets(buf, infos)
+        await self._write(data, infos, first, end, wait_durable)
+        return first, end - 1
+
+    async def append_replica(
+        self, buf: bytes | bytearray, infos: Sequence[BatchInfo]
+    ) -> tuple[int, int]:
+        """Append batches copied from this partition's log on another broker, offsets kept.
+
+        ``infos`` from a CRC check of ``buf``. Raises InvalidOffset unless the batches follow
+        on from ``log_end_offset`` without a gap or overlap; nothing is written then. Returns
+        (first offset, last offset) once the batches are fsynced."""
+        self._check_writable()
+        first, end = self._check_follows_on(buf, infos)
+        await self._write(buf, infos, first, end, wait_durable=True)
+        await self.flush()  # flush.ms > 0 does not wait above; a copy is durable regardless
+        return first, end - 1
+
+    def _check_follows_on(
+        self, buf: bytes | bytearray, infos: Sequence[BatchInfo]
+    ) -> tuple[int, int]:
+        expected = self._next_offset
+        position = 0
+        for info in infos:
+            if info.position != position:
+                raise InvalidRequest(f"batch infos do not match the buffer at {position}")
+            if info.base_offset != expected:
+                raise InvalidOffset(
+                    f"partition {self.name}: a copied batch starts at offset {info.base_offset} "
+                    f"but the log ends at {expected}; copied batches keep their offsets and "
+                    "must follow on from the end"
+                )
+            position += info.size
+            expected += info.record_count
+        if not infos or position != len(buf):
+            raise InvalidRequest("batch infos do not cover the buffer")
+        return self._next_offset, expected
+
+    async def _write(
+        self,
+        data: bytes | bytearray,
+        infos: Sequence[BatchInfo],
+        first: int,
+        end: int,
+        wait_durable: bool,
+    ) -> None:
+        """Write batches whose offsets ``first`` to ``end - 1`` are set; then the durability
+        wait that ``flush.ms`` and ``wait_durable`` ask for."""
         now = now_ms()
         segment = self._segments[-1]
         if segment.should_roll(len(data), now):
@@ -172,7 +253,6 @@ class PartitionLog:
             await self.flusher.sync()
         else:
             self.flusher.request()
-        return first, end - 1
 
     def _check_writable(self) -> None:
         if self._closed:

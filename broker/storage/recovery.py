@@ -79,11 +79,14 @@ def read_recovery_point(directory: Path, name: str) -> RecoveryPoint | None:
         return None
 
 
-def recover_log(directory: Path, config: TopicConfig, name: str, now_ms: int) -> list[LogSegment]:
-    """The segments of ``directory``, checked and ready; a new empty one if there are none."""
+def recover_log(
+    directory: Path, config: TopicConfig, name: str, now_ms: int, start_offset: int = 0
+) -> list[LogSegment]:
+    """The segments of ``directory``, checked and ready; if there are none, a new empty one
+    based at ``start_offset``."""
     bases = _segment_bases(directory, name)
     if not bases:
-        return [LogSegment.create(directory, 0, config, now_ms)]
+        return [LogSegment.create(directory, start_offset, config, now_ms)]
     point = read_recovery_point(directory, name)
     segments: list[LogSegment] = []
     try:

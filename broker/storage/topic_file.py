@@ -5,6 +5,8 @@ Read and written by :class:`~millstream.broker.storage.log_manager.LogManager` o
 
     {"version": 1, "name": "orders", "partitions": 3, "config": {"retention.ms": 60000}}
     {"version": 2, "name": "orders", "partitions": 3, "config": {}, "hosted": [0, 2]}
+    {"version": 3, "name": "orders", "partitions": 3, "config": {}, "hosted": [0],
+     "held": [1]}
 
 - ``config`` holds only overrides of the broker's defaults, so a change of defaults reaches
   every topic that did not set its own value.
@@ -13,6 +15,10 @@ Read and written by :class:`~millstream.broker.storage.log_manager.LogManager` o
   no directory here. Version 1 (no ``hosted``) means every partition, as a standalone broker
   has it; a topic that hosts a subset is written as version 2 so that a broker too old to know
   ``hosted`` refuses the file instead of opening partitions that are not its own.
+- ``held`` (version 3) lists partitions that have a log here but are not served: a copy being
+  received from another broker, or the read-only copy of a partition that moved away and
+  that its new broker has not finished copying. Disjoint from ``hosted``. Written as version
+  3 only when not empty, so that an older broker refuses the file rather than delete them.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, Final
 from millstream.broker.storage.files import atomic_write
 
 TOPIC_FILE: Final = "topic.json"
-_VERSIONS: Final = (1, 2)
+_VERSIONS: Final = (1, 2, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,8 @@ class TopicFile:
     overrides: dict[str, int]
     # The partitions served here; None: all of them.
     hosted: frozenset[int] | None = None
+    # The partitions with a log here that is not served (copies on their way in or out).
+    held: frozenset[int] = frozenset()
 
 
 def write_topic_file(directory: Path, topic: TopicFile) -> None:
@@ -47,6 +55,9 @@ def write_topic_file(directory: Path, topic: TopicFile) -> None:
     if topic.hosted is not None:
         body["version"] = 2
         body["hosted"] = sorted(topic.hosted)
+    if topic.held:
+        body["version"] = 3
+        body["held"] = sorted(topic.held)
     data = json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
     atomic_write(directory / TOPIC_FILE, data)
 
@@ -66,4 +77,8 @@ def read_topic_file(directory: Path) -> TopicFile:
         hosted = frozenset(stored["hosted"])
         if not all(type(p) is int and 0 <= p < partitions for p in hosted):
             raise ValueError(f"hosted partitions {sorted(hosted)} are not all in 0..{partitions}")
-    return TopicFile(name, partitions, overrides, hosted)
+    held = frozenset(stored.get("held") or ())
+    served = frozenset(range(partitions)) if hosted is None else hosted
+    if not all(type(p) is int and 0 <= p < partitions for p in held) or held & served:
+        raise ValueError(f"held partitions {sorted(held)} are not in 0..{partitions}, or hosted")
+    return TopicFile(name, partitions, overrides, hosted, held)

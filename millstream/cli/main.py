@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from millstream import __version__, errors
-from millstream.cli import consume, groups, produce, serve, topics
+from millstream.cli import consume, groups, kube_operator, produce, serve, topics
 from millstream.cli.options import UsageError, url_options
 
 PROG = "millstream"
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.register(commands)
     consume.register(commands)
     groups.register(commands)
+    kube_operator.register(commands)
     return parser
 
 

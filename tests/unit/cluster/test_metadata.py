@@ -73,9 +73,14 @@ def test_topic_epochs_and_partition_counts_only_move_forward() -> None:
     with pytest.raises(errors.StaleEpoch):
         with_topic(placed, topic(epoch=2))
     assert with_topic(placed, topic(epoch=3)).topics["t"].epoch == 3
-    assert with_topic(placed, topic()).topics["t"].epoch is None  # no epoch: not compared
+    # Once a topic has an epoch, a push without one cannot be told from a late one.
+    with pytest.raises(errors.StaleEpoch):
+        with_topic(placed, topic())
+    unversioned = with_topic(cluster(), topic())
+    assert with_topic(unversioned, topic()).topics["t"].epoch is None  # never had one
+    assert with_topic(unversioned, topic(epoch=1)).topics["t"].epoch == 1
     with pytest.raises(errors.InvalidPartitions):
-        with_topic(placed, topic(placement=(0, 1)))
+        with_topic(placed, topic(placement=(0, 1), epoch=3))
     grown = with_topic(placed, topic(placement=(0, 1, 2, 0), epoch=4))
     assert grown.topics["t"].partitions == 4
 

@@ -114,3 +114,56 @@ async def test_a_deleted_topic_is_gone_from_metadata_and_disk(logs: LogManager) 
     assert member.metadata is not None and "t" not in member.metadata.topics
     with pytest.raises(errors.UnknownTopic):
         member.delete_topic("t")
+
+
+async def test_a_fenced_partition_stays_retired_across_a_restart(tmp_path: Path) -> None:
+    logs = LogManager(tmp_path)
+    logs.open()
+    member = node(logs)
+    member.put_cluster(1, BROKERS)
+    member.put_topic(TopicPlacement("t", 2, {}, (1, 1), epoch=3))
+    retired = member.fence("t", 0, 4, owner=2)
+    assert retired.sealed and member.copy_source("t", 0) is retired
+    changes: list[int] = []
+    member.on_change(lambda: changes.append(1))
+    assert member.fence("t", 0, 4, owner=2) is retired and not changes  # idempotent
+    await logs.close()
+
+    again = LogManager(tmp_path)
+    again.open()
+    try:
+        restarted = node(again)
+        restarted.reconcile()
+        # Still fenced: a restart before the operator's push must not serve it again.
+        with pytest.raises(errors.NotLeader) as caught:
+            restarted.check_local("t", 0)
+        assert caught.value.broker is not None and caught.value.broker.id == 2
+        assert again.topic("t").held == frozenset({0}) and again.held_log("t", 0).sealed
+        assert restarted.local_partitions("t") == [1]
+        with pytest.raises(errors.MoveConflict, match="served by this broker"):
+            restarted.release("t", 1)
+        restarted.release("t", 0)
+        assert again.topic("t").held == frozenset()
+        with pytest.raises(errors.UnknownPartition):
+            restarted.copy_source("t", 0)
+    finally:
+        await again.close()
+
+
+async def test_a_switching_partition_answers_partition_moving(logs: LogManager) -> None:
+    member = node(logs)
+    member.put_cluster(1, BROKERS)
+    member.put_topic(TopicPlacement("t", 2, {}, (0, 1), epoch=1))
+    move, created = member.start_move("t", 0, None, 1_000, now_ms=5)
+    assert created and move.source == 0 and member.list_moves() == [move]
+    assert member.start_move("t", 0, 0, 1_000, now_ms=6) == (move, False)
+    member.put_topic(TopicPlacement("t", 2, {}, (1, 1), epoch=2))
+    with pytest.raises(errors.PartitionMoving):
+        member.check_local("t", 0)
+    assert member.local_partitions("t") == [1]  # keyless records do not go there yet
+    with pytest.raises(errors.UnknownPartition):
+        member.copy_source("t", 0)  # nothing to copy from here either
+    done = member.complete_move(("t", 0), now_ms=9)
+    assert done.completed_ms == 9
+    member.check_local("t", 0)
+    assert logs.log("t", 0).log_end_offset == 0 and member.local_partitions("t") == [0, 1]

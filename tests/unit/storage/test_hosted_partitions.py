@@ -1,4 +1,5 @@
-"""LogManager topics that host a subset of their partitions, as brokers of a cluster do."""
+"""LogManager topics that host a subset of their partitions, as brokers of a cluster do, and
+hold others without serving them (copies on their way in or out)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from millstream import errors
 from millstream.broker.storage.log_manager import LogManager
 from millstream.errors import InvalidPartitions, UnknownPartition, UnknownTopic
+from millstream.records import check_batches
 
 from .support import append, batch
 
@@ -97,3 +100,71 @@ async def test_the_subset_survives_a_reopen_and_strays_are_removed(tmp_path: Pat
         assert partition_dirs(again, "t") == [0, 2]
     finally:
         await again.close()
+
+
+# --- held partitions: copies on their way in or out --------------------------------------
+
+
+async def test_held_partitions_are_kept_but_not_served(manager: LogManager) -> None:
+    manager.ensure_topic("t", 3, {}, [0, 1], held=[2])
+    incoming = manager.held_log("t", 2)
+    assert incoming.sealed and partition_dirs(manager, "t") == [0, 1, 2]
+    with pytest.raises(UnknownPartition, match="not hosted"):
+        manager.log("t", 2)  # nothing serves it
+    with pytest.raises(UnknownPartition, match="no copy held"):
+        manager.held_log("t", 0)
+    with pytest.raises(InvalidPartitions, match="hosted and held"):
+        manager.ensure_topic("t", 3, {}, [0, 1], held=[1])
+    stored = json.loads((manager.data_dir / "topics" / "t" / "topic.json").read_text())
+    assert (stored["version"], stored["hosted"], stored["held"]) == (3, [0, 1], [2])
+    assert [log.partition for log in manager.topic_logs("t")] == [0, 1]
+    assert manager.held_logs() == [incoming]
+
+
+async def test_a_partition_keeps_its_log_between_served_and_held(manager: LogManager) -> None:
+    manager.ensure_topic("t", 2, {}, [0, 1])
+    served = manager.log("t", 1)
+    await append(served, batch(3))
+    info = manager.ensure_topic("t", 2, {}, [0], held=[1])  # it moved away: retired here
+    assert (info.hosted, info.held) == (frozenset({0}), frozenset({1}))
+    assert manager.held_log("t", 1) is served and served.sealed
+    with pytest.raises(errors.NotLeader):
+        await append(served, batch(1))  # a producer that held on to it is refused
+    manager.ensure_topic("t", 2, {}, [0, 1])  # it came back (or a copy completed): served
+    assert manager.log("t", 1) is served and not served.sealed
+    assert await append(served, batch(1)) == (3, 3)
+    manager.ensure_topic("t", 2, {}, [0])  # neither: gone
+    await asyncio.sleep(0.05)
+    assert partition_dirs(manager, "t") == [0] and served.closed
+
+
+async def test_held_partitions_survive_a_reopen(tmp_path: Path) -> None:
+    manager = LogManager(tmp_path)
+    manager.open()
+    manager.ensure_topic("t", 2, {}, [0], held=[1])
+    copy = manager.held_log("t", 1)
+    data = batch(4)
+    await copy.append_replica(data, check_batches(data))
+    await manager.close()
+    again = LogManager(tmp_path)
+    again.open()
+    try:
+        assert again.topic("t").held == frozenset({1})
+        reopened = again.held_log("t", 1)
+        assert reopened.sealed and reopened.log_end_offset == 4
+        assert partition_dirs(again, "t") == [0, 1]
+    finally:
+        await again.close()
+
+
+async def test_a_held_copy_can_start_over_at_an_offset(manager: LogManager) -> None:
+    manager.ensure_topic("t", 1, {}, [], held=[0])
+    old = manager.held_log("t", 0)
+    data = batch(4)
+    await old.append_replica(data, check_batches(data))
+    fresh = manager.reset_held("t", 0, 500)
+    assert old.closed and fresh is manager.held_log("t", 0) and fresh.sealed
+    assert (fresh.log_start_offset, fresh.log_end_offset) == (500, 500)
+    assert fresh.directory == old.directory and partition_dirs(manager, "t") == [0]
+    with pytest.raises(UnknownPartition):
+        manager.reset_held("t", 1, 0)
