@@ -31,5 +31,12 @@ echo "== helm and kubectl (fetched once, cached after)"
 MILLSTREAM_TOOLS_DIR=$(bash scripts/k8s-tools.sh)
 export MILLSTREAM_TOOLS_DIR
 
+echo "== shellcheck (Debian's, installed once; tests/k8s/test_kind.py runs it)"
+if ! command -v shellcheck >/dev/null; then
+    sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" apt-get install --yes --quiet shellcheck
+fi
+
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -111,13 +111,21 @@ def with_topic(current: ClusterMetadata | None, topic: TopicPlacement) -> Cluste
         raise errors.InvalidPlacement(f"placement names broker(s) {unknown}, not in the cluster")
     kept = current.topics.get(topic.name)
     if kept is not None:
-        if kept.epoch is not None and (topic.epoch is None or topic.epoch < kept.epoch):
-            # Without an epoch a push cannot be told from a late one: once a topic has an
-            # epoch (a move fenced it, say), every push must carry one.
+        moved = any(a != b for a, b in zip(kept.placement, topic.placement, strict=False))
+        if kept.epoch is not None and moved and (topic.epoch is None or topic.epoch <= kept.epoch):
+            # A push that moves a partition must be told from a late one: once a topic has an
+            # epoch (a move fenced it, say), moving needs a higher one. A push that moves
+            # nothing (more partitions, other settings) keeps the topic's epoch.
             raise errors.StaleEpoch(
-                f"topic {topic.name!r}: epoch {topic.epoch} is older than the broker's "
-                f"{kept.epoch}; pushes of a topic with an epoch must carry one at least as high"
+                f"topic {topic.name!r}: a push that moves partitions needs an epoch above the "
+                f"broker's {kept.epoch}, got {topic.epoch}"
             )
+        if kept.epoch is not None and topic.epoch is not None and topic.epoch < kept.epoch:
+            raise errors.StaleEpoch(
+                f"topic {topic.name!r}: epoch {topic.epoch} is older than the broker's {kept.epoch}"
+            )
+        if kept.epoch is not None and not moved and (topic.epoch or -1) < kept.epoch:
+            topic = replace(topic, epoch=kept.epoch)
         if topic.partitions < kept.partitions:
             raise errors.InvalidPartitions(
                 f"topic {topic.name!r} has {kept.partitions} partitions; they can only grow"

@@ -176,7 +176,19 @@ def after_push(
         if owner == broker_id:
             retired.discard(key)
             if move is not None and move.held:
-                moves[key] = _switch(move, new)
+                previous = old.placement[p] if old is not None and p < old.partitions else None
+                if move.state is MoveState.SWITCHING or (
+                    move.state is MoveState.COPYING and previous == move.source
+                ):
+                    moves[key] = _switch(move, new)
+                elif move.state is not MoveState.FAILED or move.error is None:
+                    # Copied from a broker that no longer owned the partition: switching would
+                    # serve its stale copy and lose what the real owner acknowledged since.
+                    error = (
+                        f"placed here while the copy came from broker {move.source}, not from "
+                        f"the previous owner {previous}: cancel the move and start it again"
+                    )
+                    moves[key] = replace(move, state=MoveState.FAILED, error=error)
         elif move is not None and move.held:
             if owner == move.source and move.state is MoveState.SWITCHING:
                 moves[key] = replace(move, state=MoveState.COPYING, final_offset=None)

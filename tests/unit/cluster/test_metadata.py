@@ -73,9 +73,15 @@ def test_topic_epochs_and_partition_counts_only_move_forward() -> None:
     with pytest.raises(errors.StaleEpoch):
         with_topic(placed, topic(epoch=2))
     assert with_topic(placed, topic(epoch=3)).topics["t"].epoch == 3
-    # Once a topic has an epoch, a push without one cannot be told from a late one.
-    with pytest.raises(errors.StaleEpoch):
-        with_topic(placed, topic())
+    # Once a topic has an epoch, a push that moves a partition needs a higher one: without
+    # one, or at the same epoch, it cannot be told from a late push. A push that moves
+    # nothing (growth, settings) keeps the topic's epoch.
+    moved = (1, 1, 2)
+    for late in (topic(placement=moved), topic(placement=moved, epoch=3)):
+        with pytest.raises(errors.StaleEpoch):
+            with_topic(placed, late)
+    assert with_topic(placed, topic(placement=moved, epoch=4)).topics["t"].epoch == 4
+    assert with_topic(placed, topic()).topics["t"].epoch == 3
     unversioned = with_topic(cluster(), topic())
     assert with_topic(unversioned, topic()).topics["t"].epoch is None  # never had one
     assert with_topic(unversioned, topic(epoch=1)).topics["t"].epoch == 1

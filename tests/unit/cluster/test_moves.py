@@ -107,6 +107,20 @@ def test_a_switch_taken_back_copies_again_and_a_third_broker_fails_it() -> None:
     assert again.moves["t", 1].state is MoveState.COPYING and again.moves["t", 1].error is None
 
 
+def test_a_failed_or_stale_move_never_switches_when_placed_here() -> None:
+    # The partition went to a third broker (which then took writes): the copy from the old
+    # source is stale, and switching it in would lose what the third broker acknowledged.
+    failed = moves.after_push(started(), topic(), topic((0, 2, 2), 2), RECEIVER)
+    assert failed.moves["t", 1].state is MoveState.FAILED
+    placed_here = moves.after_push(failed, topic((0, 2, 2), 2), topic((0, 1, 2), 3), RECEIVER)
+    move = placed_here.moves["t", 1]
+    assert move.state is MoveState.FAILED and not placed_here.moving("t", 1)
+    # Nor does a copying move whose source is not the partition's previous owner.
+    skipped = moves.after_push(started(), topic((0, 2, 2), 2), topic((0, 1, 2), 3), RECEIVER)
+    assert skipped.moves["t", 1].state is MoveState.FAILED
+    assert "previous owner 2" in (skipped.moves["t", 1].error or "")
+
+
 def test_a_partition_that_moves_away_is_retired_whatever_the_order_of_pushes() -> None:
     # The source gets the push: it keeps its copy, read-only, until released.
     retired = moves.after_push(Transfers(), topic(), topic((0, 1, 2), epoch=2), SOURCE)
