@@ -82,10 +82,19 @@ async def read_copy(request: web.Request) -> web.Response:
         request, "max_bytes", settings.default_fetch_bytes, minimum=1, maximum=MAX_FETCH_BYTES
     )
     wait_ms = int_param(request, "wait_ms", 0, minimum=0, maximum=settings.max_wait_ms)
+    durable_end = None
+    if log.config.flush_ms > 0:
+        # The high watermark is then the written end: a crash of this broker could take back
+        # what a copy already holds and reuse its offsets. Copy only what is on disk.
+        durable_end = log.log_end_offset
+        await log.flush()
     data = await read_when_ready(request, log, offset, max_bytes, wait_ms)
-    next_offset = offset
+    next_offset, end = offset, 0
     for info in iter_batches(data):
-        next_offset = info.last_offset + 1
+        if durable_end is not None and info.last_offset >= durable_end:
+            break
+        next_offset, end = info.last_offset + 1, info.position + info.size
+    data = data[:end]
     headers = {
         LOG_START_HEADER: str(log.log_start_offset),
         HIGH_WATERMARK_HEADER: str(log.high_watermark),

@@ -298,3 +298,18 @@ def test_a_failed_move_is_reported_and_can_start_again(cluster: TestCluster) -> 
     assert (conflict.status, conflict.error_code) == (409, "move_conflict")
     assert start_move(cluster, receiver, topic, 0).status == 200  # the same move
     assert cluster.admin("DELETE", receiver, f"/v1/admin/moves/{topic}/0").status == 204
+
+
+def test_a_topic_acknowledged_before_fsync_moves_whole(cluster: TestCluster) -> None:
+    # With flush.ms > 0 the source copies only what it fsynced (a crash could take back the
+    # rest and reuse its offsets), flushing on demand, so the copy still ends up whole.
+    topic, source, receiver = "lazy", cluster.urls[0], cluster.urls[1]
+    config = {"flush.ms": 60_000}  # no fsync of its own for a minute
+    place(cluster, topic, {"0": 0}, epoch=1, config=config)
+    fill(source, topic, 0, batches=20)
+    original = raw_log(source, topic, 0)
+    assert start_move(cluster, receiver, topic, 0).status == 201
+    wait_move(cluster, receiver, topic, 0, in_sync)
+    place(cluster, topic, {"0": 1}, epoch=2, config=config)
+    wait_move(cluster, receiver, topic, 0, completed)
+    assert raw_log(receiver, topic, 0) == original
