@@ -17,7 +17,9 @@ A task, by the move's state (see :mod:`~millstream.broker.cluster.moves`):
 - **completed**: ask the source to drop its retired copy, then end.
 
 Errors: a retriable one (a broker down or stopping) is retried with backoff and shown in the
-progress; while copying, any other fails the move (the operator may start it again). While
+progress; while copying, any other fails the move (the operator may start it again), except
+that a damaged response or a source that does not know the partition yet (just started) gets
+a few tries first. While
 switching nothing fails the move: the partition is placed here and only this task can bring it
 into service, so it keeps trying and reports why. A copy whose end does not fit the source's
 log (retention removed what it needs next, or the source's log ends before it) starts over
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _BACKOFF_S: Final = (0.1, 5.0)
+# Tries a copy gets over a damaged response or a source not yet serving before it fails.
+_TRANSIENT_TRIES: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +199,11 @@ class Mover:
                 now = self._node.transfers.moves.get(key)
                 if now != move:
                     continue  # the move changed meanwhile (cancelled, switched...): look again
-                if move.state is MoveState.COPYING and not exc.retriable:
+                # A response damaged in transit, or a source still replaying its metadata at
+                # start, says nothing lasting: a few more tries before the move fails.
+                passing = isinstance(exc, errors.CorruptBatch | errors.NotFound)
+                lasting = not exc.retriable and not (passing and attempt <= _TRANSIENT_TRIES)
+                if move.state is MoveState.COPYING and lasting:
                     log.warning("move of %s/%d failed: %s", *key, exc.message)
                     self._node.update_move(key, state=MoveState.FAILED, error=exc.message)
                     return

@@ -229,6 +229,9 @@ async def test_a_move_from_a_source_without_the_partition_fails_and_starts_again
         receiver.node.start_move("u", 0, None, None, now_ms())
         await until(lambda: receiver.node.move("u", 0).state is MoveState.FAILED)
         assert "'u'" in (receiver.node.move("u", 0).error or "")
+        # Not at the first refusal: a source just started may not know the topic yet.
+        progress = mover.progress(("u", 0))
+        assert progress is not None and progress.retries > 5
         source.node.put_topic(TopicPlacement("u", 1, {}, (0,), "id", 1))
         _, created = receiver.node.start_move("u", 0, None, None, now_ms())
         assert created
