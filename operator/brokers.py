@@ -40,9 +40,14 @@ class Brokers:
 
     def __init__(self, urls: Sequence[str], token: str, *, timeout_s: float) -> None:
         self.urls = dict(enumerate(urls))
+        self.token = token
         self._admins = {
             b: BrokerAdmin(url, token, timeout_s=timeout_s) for b, url in self.urls.items()
         }
+
+    def admin(self, broker: int) -> BrokerAdmin:
+        """The admin API of one broker (KeyError for one this cluster does not list)."""
+        return self._admins[broker]
 
     async def close(self) -> None:
         await asyncio.gather(*(admin.close() for admin in self._admins.values()))
@@ -94,6 +99,7 @@ class Brokers:
                 placement=target.placement,
                 config=target.config,
                 topic_id=target.topic_id,
+                epoch=target.epoch,
             ),
         )
         return failures

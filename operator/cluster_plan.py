@@ -5,8 +5,8 @@ The pure half of :mod:`.clusters` (and of the drift check in :mod:`.brokers`). N
 clock. The rules:
 
 - **No scale-in without a drain.** Brokers that still serve partitions keep running
-  (:func:`statefulset_replicas`): removing them would lose their partitions, and moving
-  partitions off a broker is not implemented yet.
+  (:func:`statefulset_replicas`, and :func:`.rebalance.replicas_during` while a rebalance
+  moves partitions off them): removing them would lose their partitions.
 - **Storage is fixed at creation**, as a StatefulSet's volume claims are: a change is kept
   back and reported (:func:`keep_storage`).
 - **Epochs only grow.** A cluster push carries an epoch above every epoch a broker reported,
@@ -39,14 +39,14 @@ def statefulset_replicas(
     brokers: int, placements: Iterable[Mapping[int, int]]
 ) -> tuple[int, Problem | None]:
     """How many brokers to run: ``spec.brokers``, or more while brokers past it still serve
-    partitions (draining them is not implemented yet), with the problem that says so."""
+    partitions, with the problem that says so."""
     serving = sorted({b for placement in placements for b in placement.values() if b >= brokers})
     if not serving:
         return brokers, None
     return serving[-1] + 1, Problem(
         "ScaleInBlocked",
         f"spec.brokers is {brokers}, but broker(s) {serving} still serve partitions and keep "
-        "running: moving partitions off a broker is not implemented yet",
+        "running until a rebalance has moved them off",
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from millstream.operator import cluster_plan, plan
+from millstream.operator import cluster_plan, plan, rebalancer
 from millstream.operator.brokers import Brokers, SyncReport
 from millstream.operator.kube import API_VERSION, CLUSTERS, TOPICS, KubeError
 from millstream.operator.resources import cluster_resources, names
@@ -37,8 +37,9 @@ async def reconcile_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.L
         # A token that exists is kept: the brokers already read it from the mounted Secret.
         token = await rt.admin_token(namespace, name) or secrets.token_urlsafe(32)
         topics = await rt.kube.list_objects(API_VERSION, TOPICS, namespace)
-        replicas, scale_problem = cluster_plan.statefulset_replicas(
-            spec.brokers, plan.placements_on(name, topics)
+        existing = await rt.kube.get_object("apps/v1", "statefulsets", namespace, name)
+        replicas, scale_problem = rebalancer.replicas(
+            spec, topics, body.get("status"), running=rebalancer.running_brokers(existing, spec)
         )
         manifests = cluster_resources(
             spec,
@@ -47,7 +48,6 @@ async def reconcile_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.L
             pdb_api_version=await rt.pdb_api_version(),
             replicas=replicas,
         )
-        existing = await rt.kube.get_object("apps/v1", "statefulsets", namespace, name)
         unsupported: list[Problem] = []
         problem = scale_problem
         for manifest in manifests:
@@ -72,8 +72,12 @@ async def check_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logge
     namespace, name = spec.meta.namespace, spec.meta.name
     async with rt.lock(namespace, name):
         topics = await rt.kube.list_objects(API_VERSION, TOPICS, namespace)
-        replicas, scale_problem = cluster_plan.statefulset_replicas(
-            spec.brokers, plan.placements_on(name, topics)
+        statefulset = await rt.kube.get_object(
+            "apps/v1", "statefulsets", namespace, names(name).statefulset
+        )
+        running = rebalancer.running_brokers(statefulset, spec)
+        replicas, scale_problem = rebalancer.replicas(
+            spec, topics, body.get("status"), running=running
         )
         previous = body.get("status") or {}
         kept = [c for c in previous.get("conditions") or () if c.get("type") == "NotSupported"]
@@ -82,7 +86,8 @@ async def check_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logge
         token = await rt.admin_token(namespace, name)
         if token is None:
             return  # the Cluster's own handler has not created the Secret yet
-        await _sync(rt, spec, token, replicas, topics, logger)
+        await _sync(rt, spec, token, max(replicas, running), topics, logger)
+        await rebalancer.drive(rt, spec, body, token, topics, logger)
 
 
 async def _write_status(
@@ -104,7 +109,9 @@ async def _write_status(
         problem=problem,
         unsupported=unsupported,
     )
-    if status != previous:
+    # status.rebalance is the rebalancer's (a merge patch leaves it as it is).
+    before = {k: v for k, v in (previous or {}).items() if k != "rebalance"}
+    if status != before:
         await rt.kube.patch_status(CLUSTERS, namespace, name, status)
 
 

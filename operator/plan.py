@@ -5,12 +5,12 @@ the Cluster's own decisions are :mod:`.cluster_plan`'s).
 The handlers read the resources and ask the brokers, call these functions, then apply what
 they answer. No I/O and no clock, so the unit tests drive every decision by hand. The rules:
 
-- **Partitions never move, for now.** A push that places a partition on another broker
-  switches it there without its data (docs/cluster.md): until the operator drives a copy of
-  the data before switching, :func:`grow_placement` keeps every placed partition where
-  it is and only places new ones. For a topic the operator placed itself that is exactly
-  :func:`~.placement.place` (growing a balanced topic moves nothing); an adopted topic may stay
-  unbalanced.
+- **Partitions never move here.** A push that places a partition on another broker
+  switches it there without its data (docs/cluster.md): only a rebalance (:mod:`.rebalance`)
+  moves partitions, copying first, and :func:`grow_placement` keeps every placed partition
+  where the Topic's status (which the rebalance writes) has it and only places new ones. For
+  a topic the operator placed itself that is exactly :func:`~.placement.place` (growing a
+  balanced topic moves nothing); an adopted topic may stay unbalanced.
 - **Adoption.** A topic the brokers already hold under the name of a new Topic resource (one a
   Topic with deletionPolicy Retain left behind, or one a standalone broker created before it
   joined the cluster) keeps its placement, partitions and topic id.
@@ -50,6 +50,9 @@ class TopicTarget:
     placement: Mapping[int, int]
     config: Mapping[str, int]
     topic_id: str
+    # The topic epoch the push carries: the Topic's status.epoch, set by a rebalance's switch
+    # (None until a partition moved: once it is set, a push without it is refused as stale).
+    epoch: int | None = None
 
     @property
     def partitions(self) -> int:
@@ -157,7 +160,14 @@ def plan_topic(
         max(spec.partitions, held), brokers, current, offset=topic_offset(name)
     )
     topic_id = status.get("topicId") or (existing.topic_id if existing else None) or spec.meta.uid
-    target = TopicTarget(name, placement, dict(spec.config), str(topic_id))
+    epoch = status.get("epoch")
+    target = TopicTarget(
+        name,
+        placement,
+        dict(spec.config),
+        str(topic_id),
+        epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+    )
     return TopicPlan(target, tuple(unsupported), adopted)
 
 
@@ -255,7 +265,16 @@ def drift_targets(cluster: str, topics: Iterable[Mapping[str, Any]]) -> list[Top
         if topic_taken(body, all_topics) is not None:
             continue
         name = str(status.get("topicName") or spec.topic_name)
-        targets.append(TopicTarget(name, placement, dict(spec.config), str(status["topicId"])))
+        epoch = status.get("epoch")
+        targets.append(
+            TopicTarget(
+                name,
+                placement,
+                dict(spec.config),
+                str(status["topicId"]),
+                epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+            )
+        )
     return sorted(targets, key=lambda t: t.name)
 
 

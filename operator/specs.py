@@ -113,6 +113,7 @@ class ClusterSpec:
     resources: Resources = Resources()
     config: BrokerConfig = BrokerConfig()
     pvc_policy: Policy = "Retain"
+    throttle_bytes_per_s: int | None = None  # spec.rebalance.throttleBytesPerSecond
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ def parse_cluster(body: Mapping[str, Any]) -> ClusterSpec:
     resources = spec.object("resources")
     config = spec.object("config")
     pvc_policy = spec.choice("pvcPolicy", "Retain", ("Delete", "Retain"))
+    rebalance = spec.object("rebalance")
     spec.done()
     parsed = ClusterSpec(
         meta=meta,
@@ -185,8 +187,11 @@ def parse_cluster(body: Mapping[str, Any]) -> ClusterSpec:
             topic_defaults=_topic_config(config.object("topicDefaults")),
         ),
         pvc_policy=pvc_policy,
+        throttle_bytes_per_s=rebalance.integer(
+            "throttleBytesPerSecond", None, low=1, high=INT64_MAX
+        ),
     )
-    for fields in (storage, resources, config):
+    for fields in (storage, resources, config, rebalance):
         fields.done()
     return parsed
 

@@ -209,6 +209,7 @@ def topic_status(
     topic_id: str | None = None,
     unsupported: Sequence[Problem] = (),
     problem: Problem | None = None,
+    epoch: int | None = None,
 ) -> Status:
     """A Topic's status after a reconcile.
 
@@ -231,6 +232,9 @@ def topic_status(
                 status[key] = before[key]
     if topic_id is not None or "topicId" in before:
         status["topicId"] = topic_id if topic_id is not None else before["topicId"]
+    if epoch is not None or "epoch" in before:
+        # The topic epoch a rebalance's switch set: kept, only ever raised by a switch.
+        status["epoch"] = epoch if epoch is not None else before["epoch"]
     applied = status.get("partitions", 0)
     updates = [_topic_ready(spec, applied, unsupported, problem)]
     if unsupported:
@@ -284,7 +288,11 @@ def group_status(
     else:
         state = str(described.get("state", "Unknown"))
         members = len(described.get("members") or ())
-        lag, topics = _lag(described.get("offsets") or ())
+        lag, topics, complete = _lag(described.get("offsets") or ())
+        if not complete and "lag" in before:
+            # A broker did not say where its partitions end: keep the last known lag rather
+            # than report the missing part as no lag.
+            lag, topics = before["lag"], before.get("topics", [])
         ready = Condition(READY, "True", "Described", f"{state}, {members} members, lag {lag}")
     status.update(
         state=state, members=members, lag=lag, topics=topics, lastRefreshTime=rfc3339(now)
@@ -313,18 +321,23 @@ def group_status_unavailable(
     return status
 
 
-def _lag(offsets: Iterable[Mapping[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
-    """Total and per-topic lag over the partitions with a committed offset."""
+def _lag(offsets: Iterable[Mapping[str, Any]]) -> tuple[int, list[dict[str, Any]], bool]:
+    """Total and per-topic lag over the partitions with a committed offset, and whether every
+    one of them was known (a broker that did not answer leaves its partitions' lag unknown)."""
     by_topic: dict[str, int] = {}
+    complete = True
     for entry in offsets:
         lag = entry.get("lag")
         if lag is None:
-            continue  # no commit for this partition: no lag to speak of
+            # No commit for this partition: no lag to speak of. A commit without a known log
+            # end: the lag is unknown.
+            complete = complete and entry.get("committed") is None
+            continue
         # A log truncated below a commit would make it negative; status lag is never below 0.
         topic = str(entry["topic"])
         by_topic[topic] = by_topic.get(topic, 0) + max(0, int(lag))
     topics = [{"topic": topic, "lag": lag} for topic, lag in sorted(by_topic.items())]
-    return sum(by_topic.values()), topics
+    return sum(by_topic.values()), topics, complete
 
 
 def offset_reset_due(spec: ConsumerGroupSpec, status: Mapping[str, Any] | None) -> bool:

@@ -54,6 +54,12 @@ async def reconcile_topic(rt: Runtime, body: Mapping[str, Any], logger: kopf.Log
     cluster_spec = parse_cluster(cluster)
     async with rt.lock(namespace, cluster_name):
         topics = await rt.kube.list_objects(API_VERSION, TOPICS, namespace)
+        # The status as it is now, under the Cluster's lock: a rebalance may have switched
+        # partitions (placement and epoch) since the event that called this was read.
+        status = next(
+            (t.get("status") or {} for t in topics if t["metadata"].get("uid") == spec.meta.uid),
+            status,
+        )
         taken = plan.topic_taken(body, topics)
         if taken is not None:
             await refuse(taken, waits_for_people=True)

@@ -26,7 +26,7 @@ OffsetQuery = tuple[str, str, int]  # broker URL, topic, partition
 
 
 class Peers:
-    def __init__(self, timeout_s: float = 1.0) -> None:
+    def __init__(self, timeout_s: float = 3.0) -> None:
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
 

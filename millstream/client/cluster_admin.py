@@ -7,7 +7,9 @@ holds a cluster's admin token. Routes and bodies are those of docs/cluster.md:
 - ``GET /v1/cluster`` (public): the metadata the broker holds, as
   :class:`~millstream.client.broker_metadata.BrokerMetadata`;
 - ``PUT /v1/admin/cluster``: the brokers, with an epoch;
-- ``PUT /v1/admin/topics/{topic}`` and ``DELETE /v1/admin/topics/{topic}``: one topic, whole.
+- ``PUT /v1/admin/topics/{topic}`` and ``DELETE /v1/admin/topics/{topic}``: one topic, whole;
+- ``/v1/admin/moves`` on a receiving broker, and ``/v1/admin/partitions`` on any: partition
+  moves ("Moving a partition").
 
 A :class:`BrokerAdmin` talks to exactly the broker it was given: a push is meant for the broker
 it names, never routed or redirected elsewhere (the operator pushes the same metadata to every
@@ -28,6 +30,12 @@ __all__ = ["BrokerAdmin", "BrokerMetadata", "PlacedTopic", "admin_topic_path"]
 
 CLUSTER_PATH = "/v1/cluster"
 ADMIN_CLUSTER_PATH = "/v1/admin/cluster"
+MOVES_PATH = "/v1/admin/moves"
+PARTITIONS_PATH = "/v1/admin/partitions"
+
+
+def _partition_path(base: str, topic: str, partition: int) -> str:
+    return f"{base}{topic_path(topic)[len('/v1/topics') :]}/{partition}"
 
 
 def admin_topic_path(topic: str) -> str:
@@ -108,3 +116,45 @@ class BrokerAdmin:
             return await self._call("GET", topic_path(name))
         except errors.UnknownTopic:
             return None
+
+    # --- partition moves (docs/cluster.md, "Moving a partition") ---
+
+    async def start_move(
+        self, topic: str, partition: int, *, source: int, throttle_bytes_per_s: int | None
+    ) -> Any:
+        """Start (or restart, or re-throttle) copying a partition onto this broker from
+        ``source``; the move."""
+        body = {
+            "topic": topic,
+            "partition": partition,
+            "source": source,
+            "throttle_bytes_per_s": throttle_bytes_per_s,
+        }
+        return await self._call("POST", MOVES_PATH, body)
+
+    async def move(self, topic: str, partition: int) -> Any | None:
+        """The move of a partition onto this broker; None if it has none."""
+        try:
+            return await self._call("GET", _partition_path(MOVES_PATH, topic, partition))
+        except errors.NotFound:
+            return None
+
+    async def cancel_move(self, topic: str, partition: int) -> bool:
+        """Cancel a move (its copy is deleted), or forget a completed one; False if none."""
+        try:
+            await self._call("DELETE", _partition_path(MOVES_PATH, topic, partition))
+        except errors.NotFound:
+            return False
+        return True
+
+    async def partitions(self) -> Any:
+        """``GET /v1/admin/partitions``: what this broker serves, receives and keeps retired."""
+        return await self._call("GET", PARTITIONS_PATH)
+
+    async def release_partition(self, topic: str, partition: int) -> bool:
+        """Delete this broker's retired copy of a partition; False if it has none."""
+        try:
+            await self._call("DELETE", _partition_path(PARTITIONS_PATH, topic, partition))
+        except errors.NotFound:
+            return False
+        return True

@@ -292,6 +292,16 @@ def test_an_unreachable_cluster_leaves_the_last_numbers() -> None:
     assert ready(back) == ("True", "Described", rfc3339(T2))
 
 
+def test_a_lag_a_broker_could_not_give_keeps_the_last_known_one() -> None:
+    spec = parse_group(body("ConsumerGroup", GROUP))
+    seen = group_status(spec, DESCRIBED, None, now=T0)
+    rows = [dict(row) for row in DESCRIBED["offsets"]]
+    rows[0].update(log_end_offset=None, lag=None)  # committed, but its broker did not answer
+    partial = group_status(spec, {**DESCRIBED, "offsets": rows}, seen, now=T1)
+    assert (partial["lag"], partial["topics"]) == (seen["lag"], seen["topics"])
+    assert partial["lastRefreshTime"] == rfc3339(T1)
+
+
 RESET = {**GROUP, "offsetReset": {"to": "earliest", "topics": ["orders"]}}
 
 
