@@ -22,10 +22,10 @@ import kopf
 
 from millstream.operator import cluster_plan, plan, rebalancer
 from millstream.operator.brokers import Brokers, SyncReport
-from millstream.operator.kube import API_VERSION, CLUSTERS, TOPICS, KubeError
+from millstream.operator.kube import CLUSTERS, TOPICS, KubeError
 from millstream.operator.resources import cluster_resources, names
 from millstream.operator.runtime import Runtime
-from millstream.operator.specs import ClusterSpec, parse_cluster
+from millstream.operator.specs import API_VERSION, ClusterSpec, parse_cluster
 from millstream.operator.status import Problem
 
 

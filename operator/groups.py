@@ -20,9 +20,9 @@ import kopf
 
 from millstream import errors
 from millstream.operator import brokers
-from millstream.operator.kube import API_VERSION, CLUSTERS, CONSUMER_GROUPS
+from millstream.operator.kube import CLUSTERS, CONSUMER_GROUPS
 from millstream.operator.runtime import Runtime
-from millstream.operator.specs import ConsumerGroupSpec, parse_group
+from millstream.operator.specs import API_VERSION, ConsumerGroupSpec, parse_group
 from millstream.operator.status import (
     Problem,
     group_refresh_pending,

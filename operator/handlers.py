@@ -34,11 +34,11 @@ from typing import Any, Final
 import kopf
 
 from millstream.operator import clusters, groups, topics
-from millstream.operator.kube import API_GROUP, API_VERSION, CLUSTERS, CONSUMER_GROUPS, TOPICS
+from millstream.operator.kube import CLUSTERS, CONSUMER_GROUPS, TOPICS
 from millstream.operator.resources import CLUSTER_LABEL
 from millstream.operator.runtime import Runtime
 from millstream.operator.settings import OperatorSettings
-from millstream.operator.specs import SpecError
+from millstream.operator.specs import API_GROUP, API_VERSION, SpecError
 
 VERSION = "v1alpha1"
 # The label every object a Cluster becomes carries (resources.labels).

@@ -20,9 +20,9 @@ from typing import Any, Final
 
 from kubernetes.aio import client, config
 
+from millstream.operator.specs import API_VERSION
+
 FIELD_MANAGER: Final = "millstream-operator"
-API_GROUP: Final = "millstream.io"
-API_VERSION: Final = "millstream.io/v1alpha1"
 CLUSTERS: Final = "clusters"
 TOPICS: Final = "topics"
 CONSUMER_GROUPS: Final = "consumergroups"

@@ -26,12 +26,12 @@ import kopf
 from millstream import errors
 from millstream.operator import cluster_plan, plan, rebalance
 from millstream.operator.brokers import Brokers
-from millstream.operator.kube import API_VERSION, CLUSTERS, TOPICS, KubeError, object_path
+from millstream.operator.kube import CLUSTERS, TOPICS, KubeError, object_path
 from millstream.operator.plan import PLACED_ON_ANNOTATION, TopicTarget
 from millstream.operator.rebalance import MoveProgress, PlannedMove, Progress
 from millstream.operator.resources import cluster_resources, names
 from millstream.operator.runtime import Runtime
-from millstream.operator.specs import ClusterSpec, SpecError, parse_topic
+from millstream.operator.specs import API_VERSION, ClusterSpec, SpecError, parse_topic
 from millstream.operator.status import Problem, topic_status
 
 
@@ -198,19 +198,17 @@ async def _follow(
         report = await admin.move(move.topic, move.partition)
     except errors.MillstreamError as exc:
         progress = rebalance.move_progress(move, None, row)
-        return MoveProgress(
-            move,
-            progress.state,
-            progress.bytes_copied,
-            None,
-            f"{exc.code}: {exc.message}",
-            progress.retries,
-        )
+        return _unanswered(progress, f"{exc.code}: {exc.message}", progress.retries)
     progress = rebalance.move_progress(move, report, row)
     if report is None and placements.get(move.topic, {}).get(move.partition) == move.target:
         # Placed on the receiver, which has no move (forgotten once completed): done.
         return MoveProgress(move, "completed", progress.bytes_copied, retries=progress.retries)
     return progress
+
+
+def _unanswered(progress: MoveProgress, error: str, retries: int) -> MoveProgress:
+    """The move as it was, with why the receiver did not take the call."""
+    return MoveProgress(progress.move, progress.state, progress.bytes_copied, None, error, retries)
 
 
 async def _start(
@@ -238,18 +236,9 @@ async def _start(
             logger.info(
                 "released broker %d's old copy of %s/%d", move.target, move.topic, move.partition
             )
-        return MoveProgress(
-            move, progress.state, progress.bytes_copied, None, str(exc.message), retries
-        )
+        return _unanswered(progress, str(exc.message), retries)
     except errors.MillstreamError as exc:
-        return MoveProgress(
-            move,
-            progress.state,
-            progress.bytes_copied,
-            None,
-            f"{exc.code}: {exc.message}",
-            retries,
-        )
+        return _unanswered(progress, f"{exc.code}: {exc.message}", retries)
     logger.info(
         "moving %s/%d from broker %d to broker %d%s",
         move.topic,

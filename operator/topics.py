@@ -20,10 +20,10 @@ import kopf
 
 from millstream.operator import cluster_plan, plan
 from millstream.operator.brokers import Brokers
-from millstream.operator.kube import API_VERSION, CLUSTERS, TOPICS
+from millstream.operator.kube import CLUSTERS, TOPICS
 from millstream.operator.plan import PLACED_ON_ANNOTATION
 from millstream.operator.runtime import Runtime
-from millstream.operator.specs import SpecError, TopicSpec, parse_cluster, parse_topic
+from millstream.operator.specs import API_VERSION, SpecError, TopicSpec, parse_cluster, parse_topic
 from millstream.operator.status import Problem, topic_status
 
 

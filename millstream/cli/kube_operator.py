@@ -16,20 +16,10 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from millstream.cli.options import UsageError
+from millstream.cli.options import UsageError, positive_seconds
 
 if TYPE_CHECKING:
     from millstream.cli.options import Commands
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
 
 
 def register(commands: Commands) -> None:
@@ -57,22 +47,22 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument(
         "--drift-interval",
-        type=seconds,
+        type=positive_seconds,
         help="seconds between two checks of each Cluster's brokers (default: 30)",
     )
     parser.add_argument(
         "--group-refresh-interval",
-        type=seconds,
+        type=positive_seconds,
         help="seconds between two refreshes of a ConsumerGroup's status (default: 30)",
     )
     parser.add_argument(
         "--group-refresh-min-interval",
-        type=seconds,
+        type=positive_seconds,
         help="the least seconds between two refreshes, even when one is pending (default: 5)",
     )
     parser.add_argument(
         "--retry-delay",
-        type=seconds,
+        type=positive_seconds,
         help="seconds before a reconcile that could not finish is tried again (default: 5)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")

@@ -20,7 +20,13 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from millstream.cli.options import UsageError, config_item, from_env, port_number
+from millstream.cli.options import (
+    UsageError,
+    config_item,
+    from_env,
+    port_number,
+    positive_seconds,
+)
 
 if TYPE_CHECKING:
     from millstream.cli.options import Commands
@@ -91,16 +97,6 @@ def register(commands: Commands) -> None:
         help="default settings for new topics, e.g. retention.ms=86400000 (repeatable)",
     )
     parser.set_defaults(run=run)
-
-
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
 
 
 def broker_id(text: str) -> int:

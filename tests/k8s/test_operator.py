@@ -98,39 +98,47 @@ class Stack:
         eventually(lambda: self.rest.get(path) is None, what, timeout=timeout)
 
 
-def start_stack(rest: KubeRest, kubeconfig: Path, root: Path, namespace: str) -> Stack:
-    """A namespace, two brokers, the operator, and a Cluster whose brokers are Ready and hold
-    the cluster's metadata."""
+def start_stack(
+    rest: KubeRest,
+    kubeconfig: Path,
+    root: Path,
+    namespace: str,
+    *,
+    running: int = BROKERS,
+    spec: dict[str, Any] | None = None,
+) -> Stack:
+    """A namespace, ``running`` broker processes, the operator, and a Cluster (``spec``,
+    default: two brokers) whose brokers are Ready and hold the cluster's metadata."""
+    spec = spec or {"brokers": BROKERS, "storage": {"size": "1Gi"}}
     rest.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
-    brokers = StandInBrokers(root / "brokers", BROKERS).start()
+    brokers = StandInBrokers(root / "brokers", running).start()
     operator = OperatorProcess(kubeconfig, namespace, brokers.urls, root / "operator.log")
     stack = Stack(rest, namespace, brokers, operator)
     try:
         operator.start()
-        rest.apply_custom(
-            "Cluster",
-            "clusters",
-            namespace,
-            CLUSTER,
-            {"brokers": BROKERS, "storage": {"size": "1Gi"}},
-        )
+        rest.apply_custom("Cluster", "clusters", namespace, CLUSTER, spec)
         # The kubelet's parts: mount the Secret the operator made, mark the pods Ready.
         secret_path = object_path("v1", "secrets", namespace, f"{CLUSTER}-admin-token")
         secret = eventually(lambda: rest.get(secret_path), "the admin token Secret")
         brokers.set_token(base64.b64decode(secret["data"]["token"]).decode())
-        for broker in range(BROKERS):
-            pod = object_path("v1", "pods", namespace, f"{CLUSTER}-{broker}")
-            eventually(lambda pod=pod: rest.get(pod), f"pod {CLUSTER}-{broker}")
-            ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
-            rest.merge(pod + "/status", {"status": ready})
+        for broker in range(spec["brokers"]):
+            mark_ready(stack, broker)
         eventually(
-            lambda: all(brokers.cluster(b)["mode"] == "cluster" for b in range(BROKERS)),
+            lambda: all(brokers.cluster(b)["mode"] == "cluster" for b in range(spec["brokers"])),
             "the brokers to hold the cluster's metadata",
         )
     except BaseException:
         stop_stack(stack, wait=False)
         raise
     return stack
+
+
+def mark_ready(stack: Stack, broker: int) -> None:
+    """The kubelet's part: the pod exists (the StatefulSet controller made it) and is Ready."""
+    pod = object_path("v1", "pods", stack.namespace, f"{CLUSTER}-{broker}")
+    eventually(lambda: stack.rest.get(pod), f"pod {CLUSTER}-{broker}")
+    ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    stack.rest.merge(pod + "/status", {"status": ready})
 
 
 def stop_stack(stack: Stack, *, wait: bool = True) -> None:

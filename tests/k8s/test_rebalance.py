@@ -7,7 +7,6 @@ Cluster asks for two, so the third is outside the cluster until the scale-out.""
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -21,21 +20,20 @@ import pytest
 
 from millstream.client import SyncConsumer, SyncProducer
 from millstream.operator.kube import object_path
-from tests.k8s.test_operator import CLUSTER, Stack, placement, stop_stack
-from tests.support.operator import KubeRest, OperatorProcess, StandInBrokers, eventually
+from tests.k8s.test_operator import (
+    CLUSTER,
+    Stack,
+    mark_ready,
+    placement,
+    start_stack,
+    stop_stack,
+)
+from tests.support.operator import KubeRest, eventually
 
 pytestmark = pytest.mark.k8s
 
 RUNNING = 3  # broker processes
 TOPIC = "orders"
-
-
-def mark_ready(stack: Stack, broker: int) -> None:
-    """The kubelet's part: the pod exists (the StatefulSet controller made it) and is Ready."""
-    pod = object_path("v1", "pods", stack.namespace, f"{CLUSTER}-{broker}")
-    eventually(lambda: stack.rest.get(pod), f"pod {CLUSTER}-{broker}")
-    ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
-    stack.rest.merge(pod + "/status", {"status": ready})
 
 
 @pytest.fixture
@@ -46,28 +44,9 @@ def stack(
     tmp_path: Path,
 ) -> Iterator[Stack]:
     namespace = f"rebalance-{uuid.uuid4().hex[:8]}"
-    rest.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
-    brokers = StandInBrokers(tmp_path / "brokers", RUNNING).start()
-    operator = OperatorProcess(chart_account, namespace, brokers.urls, tmp_path / "operator.log")
-    built = Stack(rest, namespace, brokers, operator)
+    spec = {"brokers": 2, "storage": {"size": "1Gi"}, "pvcPolicy": "Delete"}
+    built = start_stack(rest, chart_account, tmp_path, namespace, running=RUNNING, spec=spec)
     try:
-        operator.start()
-        rest.apply_custom(
-            "Cluster",
-            "clusters",
-            namespace,
-            CLUSTER,
-            {"brokers": 2, "storage": {"size": "1Gi"}, "pvcPolicy": "Delete"},
-        )
-        secret_path = object_path("v1", "secrets", namespace, f"{CLUSTER}-admin-token")
-        secret = eventually(lambda: rest.get(secret_path), "the admin token Secret")
-        brokers.set_token(base64.b64decode(secret["data"]["token"]).decode())
-        for broker in range(2):
-            mark_ready(built, broker)
-        eventually(
-            lambda: all(brokers.cluster(b)["mode"] == "cluster" for b in range(2)),
-            "the brokers to hold the cluster's metadata",
-        )
         yield built
     finally:
         stop_stack(built)

@@ -18,6 +18,15 @@ from tests.support.broker import BrokerProcess
 from tests.support.http import Reply, call
 
 
+def start_brokers(root: Path, count: int, token_file: Path) -> list[BrokerProcess]:
+    """Broker processes with ids 0 to count-1 under ``root``, sharing one admin token file."""
+    brokers = []
+    for broker_id in range(count):
+        args = ("--broker-id", str(broker_id), "--admin-token-file", str(token_file))
+        brokers.append(BrokerProcess(root / f"broker-{broker_id}", extra_args=args).start())
+    return brokers
+
+
 def round_robin(partitions: int, brokers: int) -> dict[str, int]:
     """Partition p on broker p % brokers, in the push's shape."""
     return {str(p): p % brokers for p in range(partitions)}
@@ -40,10 +49,7 @@ class TestCluster:
     def start(self) -> TestCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.token_file.write_text(self.token + "\n")
-        for broker_id in range(self.size):
-            args = ("--broker-id", str(broker_id), "--admin-token-file", str(self.token_file))
-            broker = BrokerProcess(self.root / f"broker-{broker_id}", extra_args=args)
-            self.brokers.append(broker.start())
+        self.brokers.extend(start_brokers(self.root, self.size, self.token_file))
         self.push_cluster()
         return self
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from millstream.operator.kube import object_path
 from tests.support.broker import BrokerProcess
+from tests.support.cluster import start_brokers
 from tests.support.kube import KubeControlPlane, free_port
 
 T = TypeVar("T")
@@ -134,10 +135,7 @@ class StandInBrokers:
         self.root.mkdir(parents=True, exist_ok=True)
         # The broker needs a token to start; the real one comes from the operator's Secret.
         self.token_file.write_text("not-the-operators-token\n")
-        for broker_id in range(self.count):
-            args = ("--broker-id", str(broker_id), "--admin-token-file", str(self.token_file))
-            broker = BrokerProcess(self.root / f"broker-{broker_id}", extra_args=args)
-            self.brokers.append(broker.start())
+        self.brokers.extend(start_brokers(self.root, self.count, self.token_file))
         return self
 
     def stop(self) -> None:
