@@ -21,7 +21,11 @@ from aiohttp import web
 
 from millstream.broker.cluster.node import ClusterNode
 from millstream.broker.cluster.store import MetadataStore
-from millstream.broker.groups.coordinator import GroupCoordinator, GroupSettings
+from millstream.broker.groups.coordinator import (
+    GroupCoordinator,
+    GroupSettings,
+    ensure_offsets_topic,
+)
 from millstream.broker.http.app import make_app
 from millstream.broker.http.auth import AdminAuth
 from millstream.broker.http.keys import STOPPING, HttpSettings
@@ -79,10 +83,12 @@ async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
         await logs.close()
         raise
     metrics.watch_logs(logs)
-    coordinator = GroupCoordinator(
-        logs, settings.data_dir / "internal" / "group-offsets", settings.groups
-    )
+    if not cluster.managed:
+        ensure_offsets_topic(logs)  # in a cluster, the operator places it
+    coordinator = GroupCoordinator(logs, settings.groups)
+    cluster.on_change(coordinator.placement_changed)
     coordinator.start()
+    await coordinator.adopt_legacy_offsets(settings.data_dir / "internal" / "group-offsets")
     metrics.watch_groups(coordinator)
     app = make_app(
         logs, coordinator, metrics, settings.http, cluster=cluster, admin_auth=admin_auth

@@ -222,6 +222,14 @@ class PartitionMoving(MillstreamError):
     retriable = True
 
 
+class CoordinatorNotAvailable(MillstreamError):
+    """No broker coordinates the group right now: the partition of the group-offsets topic
+    that holds it is not placed yet, or is moving onto this broker. Retriable."""
+
+    code = "coordinator_not_available"
+    retriable = True
+
+
 class OffsetOutOfRange(MillstreamError):
     """A fetch at an offset below the log start or above the log end."""
 

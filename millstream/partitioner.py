@@ -4,8 +4,8 @@ Used by the broker's JSON produce path and by the client's producer. Keyed recor
 ``(murmur2(key) & 0x7fffffff) % partitions`` (kafka-python's murmur2, byte-for-byte the Java
 client's); records without a key stick to one partition until a batch is closed, then move on
 (KIP-480's sticky partitioner), which keeps batches large without skewing load. The same hash
-of a group id picks the group's coordinator among a cluster's brokers
-(:func:`coordinator_index`), on brokers and clients alike.
+of a group id picks the group's partition of the group-offsets topic
+(:mod:`millstream.internal_topics`).
 """
 
 from __future__ import annotations
@@ -14,19 +14,11 @@ import random
 
 from kafka.partitioner.default import murmur2
 
-__all__ = ["StickyPartitioner", "coordinator_index", "murmur2", "partition_for_key"]
+__all__ = ["StickyPartitioner", "murmur2", "partition_for_key"]
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def coordinator_index(group_id: str, brokers: int) -> int:
-    """The position, among a cluster's brokers sorted by id, of the one coordinating a group.
-
-    Brokers and clients compute it alike, so a client finds the coordinator without asking.
-    """
-    return partition_for_key(group_id.encode(), brokers)
 
 
 class StickyPartitioner:

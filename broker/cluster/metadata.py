@@ -14,8 +14,9 @@ hand.
   grow.
 - Every placed partition names a listed broker: a topic cannot be pushed before the cluster,
   nor a broker dropped from the cluster while partitions are still placed on it.
-- A group's coordinator is ``brokers[coordinator_index(group_id, len(brokers))]``, brokers
-  sorted by id (:func:`millstream.partitioner.coordinator_index`); clients compute the same.
+- A group's coordinator is the broker serving the group's partition of the group-offsets
+  topic (:func:`millstream.internal_topics.group_offsets_partition`), which the operator
+  places and moves like any topic; clients compute the same.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from millstream import errors
-from millstream.partitioner import coordinator_index
+from millstream.internal_topics import GROUP_OFFSETS_TOPIC, group_offsets_partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,15 @@ class ClusterMetadata:
             return None
         return self.broker(placement.placement[partition])
 
-    def coordinator(self, group_id: str) -> BrokerInfo:
-        return self.brokers[coordinator_index(group_id, len(self.brokers))]
+    def group_partition(self, group_id: str) -> int | None:
+        """The group's partition of the group-offsets topic; None while it is not placed."""
+        offsets = self.topics.get(GROUP_OFFSETS_TOPIC)
+        return None if offsets is None else group_offsets_partition(group_id, offsets.partitions)
+
+    def coordinator(self, group_id: str) -> BrokerInfo | None:
+        """The broker serving the group's partition; None while the topic is not placed."""
+        partition = self.group_partition(group_id)
+        return None if partition is None else self.owner(GROUP_OFFSETS_TOPIC, partition)
 
 
 def make_cluster(

@@ -48,6 +48,7 @@ from millstream.broker.cluster.moves import Move, MoveState, PartitionKey, Trans
 from millstream.broker.cluster.store import MetadataStore
 from millstream.broker.storage.log_manager import LogManager, check_topic_name
 from millstream.broker.storage.partition_log import PartitionLog
+from millstream.internal_topics import GROUP_OFFSETS_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -330,13 +331,25 @@ class ClusterNode:
             )
 
     def check_coordinator(self, group_id: str) -> None:
-        """Raise NotCoordinator, naming the right broker, for a group coordinated elsewhere."""
+        """Raise NotCoordinator, naming the right broker, for a group coordinated elsewhere,
+        and CoordinatorNotAvailable while no broker can coordinate it (the group-offsets
+        topic is not placed yet, or the group's partition of it is moving onto this broker)."""
         if self.metadata is None:
             return
-        coordinator = self.metadata.coordinator(group_id)
+        partition = self.metadata.group_partition(group_id)
+        coordinator = None if partition is None else self.owner(GROUP_OFFSETS_TOPIC, partition)
+        if partition is None or coordinator is None:
+            raise errors.CoordinatorNotAvailable(
+                f"no broker coordinates group {group_id!r} yet: the cluster's group-offsets "
+                "topic is not placed (the operator places it); try again shortly"
+            )
         if coordinator.id != self.broker_id:
             raise errors.NotCoordinator(
                 f"group {group_id!r} is coordinated by broker {coordinator.id} "
                 f"at {coordinator.url}",
                 coordinator.address(),
+            )
+        if self.transfers.moving(GROUP_OFFSETS_TOPIC, partition):
+            raise errors.CoordinatorNotAvailable(
+                f"group {group_id!r} is moving onto this broker with its offsets; try again shortly"
             )

@@ -1,12 +1,24 @@
-"""The group coordinator: every consumer group of this broker, their offsets and their clocks.
+"""The group coordinator: the consumer groups this broker coordinates, their offsets and clocks.
 
 Created by the server next to the log manager and used by the HTTP routes in
 ``broker/http/groups.py`` (and later by the Kafka wire protocol's group APIs). It owns the
 :class:`~millstream.broker.groups.group.Group` state machines, feeds them time (one task that
 sleeps until the next session expiry or join deadline of any group), fences offset commits
-through them, and keeps committed offsets in the
-:class:`~millstream.broker.groups.offsets.OffsetStore`. Offsets are checked against the topics
-of the :class:`~millstream.broker.storage.log_manager.LogManager`, which also gives lag.
+through them, and keeps committed offsets in an
+:class:`~millstream.broker.groups.offsets.OffsetStore` per partition of the group-offsets
+topic (:mod:`millstream.internal_topics`). Offsets are checked against the topics of the
+:class:`~millstream.broker.storage.log_manager.LogManager`, which also gives lag.
+
+A group belongs to one partition of the group-offsets topic
+(:func:`~millstream.internal_topics.group_offsets_partition`), and this broker coordinates it
+while the log manager serves that partition here. When the partition comes here (at start, or
+a move completes) its store is replayed; when it goes (moved away, or deleted) the groups of
+that partition are given up: their pending answers fail with ``not_coordinator``, and their
+members find the new coordinator, which has every committed offset and the generation, and
+rejoin there. :meth:`GroupCoordinator.placement_changed` makes the clock task look at once.
+
+A standalone broker creates the group-offsets topic itself (:func:`ensure_offsets_topic`); in
+a cluster the operator places it, and until then groups are ``coordinator_not_available``.
 
 A group exists while it has members or committed offsets; ``Empty`` groups without offsets
 are forgotten.
@@ -20,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,8 +48,16 @@ from millstream.broker.groups.group import (
     SyncResult,
 )
 from millstream.broker.groups.offsets import CommittedOffset, OffsetStore
+from millstream.broker.storage.config import TopicConfig
 from millstream.broker.storage.log_manager import LogManager
+from millstream.broker.storage.partition_log import PartitionLog
 from millstream.consumer_protocol import PROTOCOL_TYPE, decode_assignment
+from millstream.internal_topics import (
+    GROUP_OFFSETS_CONFIG,
+    GROUP_OFFSETS_PARTITIONS,
+    GROUP_OFFSETS_TOPIC,
+    group_offsets_partition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +65,8 @@ _GROUP_ID: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 # A member's join or sync is answered within its rebalance timeout; this much more is allowed
 # before the answer is given up (the member then rejoins), as Kafka clients do.
 _ANSWER_MARGIN_S: Final = 5.0
+
+_LEGACY_CONFIG: Final = TopicConfig(retention_ms=-1, retention_bytes=-1)
 
 T = TypeVar("T")
 ResetTarget = Literal["earliest", "latest", "timestamp", "offsets"]
@@ -72,38 +95,83 @@ def check_group_id(group_id: str) -> None:
         )
 
 
+def ensure_offsets_topic(logs: LogManager) -> None:
+    """Create the group-offsets topic on a standalone broker (every partition hosted here)."""
+    if GROUP_OFFSETS_TOPIC not in logs.topic_names():
+        logs.create_topic(GROUP_OFFSETS_TOPIC, GROUP_OFFSETS_PARTITIONS, GROUP_OFFSETS_CONFIG)
+
+
 class GroupCoordinator:
-    def __init__(
-        self, logs: LogManager, directory: Path, settings: GroupSettings | None = None
-    ) -> None:
-        """Replays the committed offsets in ``directory`` (blocking: before serving)."""
+    def __init__(self, logs: LogManager, settings: GroupSettings | None = None) -> None:
+        """Replays the group-offsets partitions served here (blocking: before serving)."""
         self.settings = settings or GroupSettings()
         self._logs = logs
-        self._offsets = OffsetStore(directory)
+        self._stores: dict[int, OffsetStore] = {}  # by partition of the group-offsets topic
         self._groups: dict[str, Group] = {}
-        self._recorded = {g: self._offsets.generation(g) for g in self._offsets.groups()}
         self._changed = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
+        self._follow_placement()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._clock = asyncio.get_running_loop().create_task(self._run_clock())
 
+    async def adopt_legacy_offsets(self, directory: Path) -> None:
+        """Copy the offsets that brokers kept before the group-offsets topic existed (one
+        log, ``<data>/internal/group-offsets``) into the topic, then remove that log. Groups
+        coordinated elsewhere are left in it for later (their partition may come here); a
+        crash halfway leaves it to be copied again: the copy is idempotent."""
+        if not directory.exists():
+            return
+        legacy = OffsetStore(PartitionLog("legacy-group-offsets", 0, directory, _LEGACY_CONFIG))
+        left = []
+        try:
+            for group_id in legacy.groups():
+                try:
+                    store = self._store(group_id)
+                except (errors.NotCoordinator, errors.CoordinatorNotAvailable):
+                    left.append(group_id)
+                    continue
+                entries = legacy.committed(group_id).items()
+                if entries:
+                    await store.commit(
+                        group_id, [(t, p, c.offset, c.metadata) for (t, p), c in entries]
+                    )
+                await store.record_generation(group_id, legacy.generation(group_id))
+        finally:
+            await legacy.log.close()
+        if left:
+            logger.warning(
+                "%s: the offsets of %d group(s) wait for their coordinator", directory, len(left)
+            )
+            return
+        shutil.rmtree(directory)
+        logger.info("group offsets of %d group(s) moved from %s", len(legacy.groups()), directory)
+
     async def close(self) -> None:
+        """Stop the clock; the logs are the log manager's to close."""
         if self._clock is not None:
             self._clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock
-        await self._offsets.close()
 
     async def maintain(self) -> None:
-        """Housekeeping: compact the offsets log when it is mostly dead records."""
-        if self._offsets.needs_compaction():
-            await self._offsets.compact()
+        """Housekeeping: compact each offsets partition when it is mostly dead records."""
+        for store in list(self._stores.values()):
+            if store.needs_compaction() and not store.log.closed:
+                await store.compact()
+
+    def placement_changed(self) -> None:
+        """Partitions may have come or gone: look at once (the cluster node calls this)."""
+        self._changed.set()
 
     async def _run_clock(self) -> None:
         while True:
+            try:
+                self._follow_placement()
+            except Exception:  # never stop the clock; the next tick tries again
+                logger.exception("group offsets: following the placement failed")
             now = time.monotonic()
             for group in list(self._groups.values()):
                 try:
@@ -129,11 +197,9 @@ class GroupCoordinator:
         except errors.RebalanceInProgress:
             group.abandon_join(future, time.monotonic())
             raise
-        if result.generation > self._recorded.get(group_id, 0):
-            # Generations outlive restarts, so a member of an ended one stays fenced. One
-            # write per generation, whichever member's answer gets here first.
-            self._recorded[group_id] = result.generation
-            await self._offsets.record_generation(group_id, result.generation)
+        # Generations outlive restarts and moves, so a member of an ended one stays fenced.
+        # One write per generation, whichever member's answer gets here first.
+        await self._store(group_id).record_generation(group_id, result.generation)
         return result
 
     async def sync(
@@ -194,18 +260,17 @@ class GroupCoordinator:
             self._logs.check_partition(entry.topic, entry.partition)
         group = self._group(group_id, create=True)
         group.check_commit(member_id, generation, time.monotonic())
-        await self._offsets.commit(
+        await self._store(group_id).commit(
             group_id, [(e.topic, e.partition, e.offset, e.metadata) for e in entries]
         )
 
     def committed(
         self, group_id: str, topics: Iterable[str] | None = None
     ) -> dict[tuple[str, int], CommittedOffset]:
-        check_group_id(group_id)
         wanted = None if topics is None else set(topics)
         return {
             tp: entry
-            for tp, entry in self._offsets.committed(group_id).items()
+            for tp, entry in self._store(group_id).committed(group_id).items()
             if wanted is None or tp[0] in wanted
         }
 
@@ -220,7 +285,7 @@ class GroupCoordinator:
         dry_run: bool = False,
     ) -> list[OffsetEntry]:
         """Move a group's committed offsets (refused while it has members); the new ones."""
-        check_group_id(group_id)
+        store = self._store(group_id)
         group = self._groups.get(group_id)
         if group is not None and group.members:
             raise errors.GroupNotEmpty(
@@ -238,14 +303,12 @@ class GroupCoordinator:
                 for t, p in self._targets(group_id, topics)
             ]
         if not dry_run and plan:
-            await self._offsets.commit(
-                group_id, [(e.topic, e.partition, e.offset, "") for e in plan]
-            )
+            await store.commit(group_id, [(e.topic, e.partition, e.offset, "") for e in plan])
         return plan
 
     def _targets(self, group_id: str, topics: Iterable[str] | None) -> list[tuple[str, int]]:
         if topics is None:
-            topics = sorted({t for t, _ in self._offsets.committed(group_id)})
+            topics = sorted({t for t, _ in self._store(group_id).committed(group_id)})
             if not topics:
                 raise errors.InvalidRequest(
                     f"group {group_id!r} has no committed offsets: name the topics to reset"
@@ -273,13 +336,15 @@ class GroupCoordinator:
     # --- administration -------------------------------------------------------------------
 
     def group_ids(self) -> list[str]:
-        return sorted(set(self._groups) | set(self._offsets.groups()))
+        """The groups coordinated here."""
+        stored = {g for store in self._stores.values() for g in store.groups()}
+        return sorted(set(self._groups) | stored)
 
     def describe(self, group_id: str) -> dict[str, Any]:
-        check_group_id(group_id)
-        if group_id not in self._groups and group_id not in self._offsets.groups():
+        store = self._store(group_id)
+        if group_id not in self._groups and group_id not in store.groups():
             raise errors.UnknownGroup(f"no group {group_id!r}")
-        group = self._groups.get(group_id) or Group(group_id, self._offsets.generation(group_id))
+        group = self._groups.get(group_id) or Group(group_id, store.generation(group_id))
         owners, members = {}, []
         decoded = group.protocol_type == PROTOCOL_TYPE
         assignments = group.assignments()
@@ -329,26 +394,27 @@ class GroupCoordinator:
 
     async def forget_topic(self, topic: str) -> None:
         """A deleted topic's committed offsets go too, or a new topic of the same name would
-        start from them (as Kafka drops them)."""
-        await self._offsets.forget_topic(topic)
+        start from them (as Kafka drops them). Each broker drops them from the partitions it
+        serves."""
+        for store in list(self._stores.values()):
+            await store.forget_topic(topic)
 
     async def delete(self, group_id: str) -> None:
-        check_group_id(group_id)
+        store = self._store(group_id)
         group = self._groups.get(group_id)
-        if group is None and group_id not in self._offsets.groups():
+        if group is None and group_id not in store.groups():
             raise errors.UnknownGroup(f"no group {group_id!r}")
         if group is not None:
             group.mark_dead()  # refused while members are live
             del self._groups[group_id]
-        await self._offsets.delete_group(group_id)
-        self._recorded.pop(group_id, None)
+        await store.delete_group(group_id)
 
     def lag(
         self, group_id: str, owners: Mapping[tuple[str, int], str] | None = None
     ) -> list[dict[str, Any]]:
         """Per partition committed or owned: committed offset, log end, lag, owner."""
         owners = owners or {}
-        committed = self._offsets.committed(group_id)
+        committed = self._store(group_id).committed(group_id)
         rows = []
         for topic, partition in sorted(set(committed) | set(owners)):
             entry = committed.get((topic, partition))
@@ -373,15 +439,72 @@ class GroupCoordinator:
 
     # --- inside ---------------------------------------------------------------------------
 
-    def _group(self, group_id: str, create: bool = False) -> Group:
+    def _store(self, group_id: str) -> OffsetStore:
+        """The store of the group's partition; raises NotCoordinator when it is not served
+        here, CoordinatorNotAvailable when it is not served anywhere yet."""
         check_group_id(group_id)
+        try:
+            partitions = self._logs.topic(GROUP_OFFSETS_TOPIC).partitions
+        except errors.UnknownTopic:
+            raise errors.CoordinatorNotAvailable(
+                "the group-offsets topic does not exist yet (the operator creates it)"
+            ) from None
+        partition = group_offsets_partition(group_id, partitions)
+        log = self._served_log(partition)
+        if log is None:
+            raise errors.NotCoordinator(
+                f"group {group_id!r} is not coordinated by this broker: partition {partition} "
+                f"of {GROUP_OFFSETS_TOPIC} is not served here"
+            )
+        store = self._stores.get(partition)
+        if store is None or store.log is not log:
+            self._follow_placement()
+            store = self._stores[partition]
+        return store
+
+    def _served_log(self, partition: int) -> PartitionLog | None:
+        try:
+            log = self._logs.log(GROUP_OFFSETS_TOPIC, partition)
+        except errors.MillstreamError:  # placed elsewhere, moving here, or not there
+            return None
+        return None if log.closed or log.sealed else log
+
+    def _follow_placement(self) -> None:
+        """Load the stores of partitions that came here; give up the groups of those gone."""
+        try:
+            partitions = self._logs.topic(GROUP_OFFSETS_TOPIC).partitions
+        except errors.UnknownTopic:
+            partitions = 0
+        served = {p: log for p in range(partitions) if (log := self._served_log(p)) is not None}
+        for partition, store in list(self._stores.items()):
+            if served.get(partition) is not store.log:
+                self._resign(partition, partitions)
+        for partition, log in served.items():
+            if partition not in self._stores:
+                self._stores[partition] = OffsetStore(log)
+                logger.info("coordinating the groups of %s", log.name)
+
+    def _resign(self, partition: int, partitions: int) -> None:
+        del self._stores[partition]
+        gone = errors.NotCoordinator(
+            f"partition {partition} of {GROUP_OFFSETS_TOPIC} left this broker: find the "
+            "group's coordinator again"
+        )
+        for group_id, group in list(self._groups.items()):
+            if not partitions or group_offsets_partition(group_id, partitions) == partition:
+                group.abandon(gone)
+                del self._groups[group_id]
+        logger.info("no longer coordinating the groups of %s-%d", GROUP_OFFSETS_TOPIC, partition)
+
+    def _group(self, group_id: str, create: bool = False) -> Group:
+        store = self._store(group_id)
         group = self._groups.get(group_id)
         if group is None:
-            if not create and group_id not in self._offsets.groups():
+            if not create and group_id not in store.groups():
                 raise errors.UnknownMember(f"group {group_id!r} has no members; join it first")
             group = Group(
                 group_id,
-                generation=self._offsets.generation(group_id),
+                generation=store.generation(group_id),
                 initial_rebalance_delay_s=self.settings.initial_rebalance_delay_ms / 1000,
             )
             self._groups[group_id] = group

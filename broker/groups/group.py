@@ -250,6 +250,13 @@ class Group:
 
     # --- administration -------------------------------------------------------------------
 
+    def abandon(self, reason: errors.MillstreamError) -> None:
+        """This broker no longer coordinates the group: fail every pending answer."""
+        for member in self.members.values():
+            for future in (member.joining, member.syncing):
+                if future is not None and not future.done():
+                    future.set_exception(reason)
+
     def mark_dead(self) -> None:
         """The group was deleted: every later call on this object is refused."""
         if self.members:

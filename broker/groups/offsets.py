@@ -1,10 +1,14 @@
-"""Committed offsets of every group, kept in an internal log of the broker and replayed at start.
+"""The committed offsets of the groups held by one partition of the group-offsets topic.
 
-Owned by the :class:`~millstream.broker.groups.coordinator.GroupCoordinator`. The log is an
-ordinary :class:`~millstream.broker.storage.partition_log.PartitionLog` in
-``<data>/internal/group-offsets/`` (RecordBatch v2 segments, indexes, recovery, group commit),
-so a commit is acknowledged only once fsynced and concurrent commits share fsyncs. Each commit
-request is one batch, so it is applied whole or not at all. Records, keys and values in JSON::
+Owned by the :class:`~millstream.broker.groups.coordinator.GroupCoordinator`, which keeps one
+store for each partition of ``__group_offsets`` (:mod:`millstream.internal_topics`) served by
+this broker and replays it when the partition comes here (at start, or when a move brings it).
+The partition is an ordinary :class:`~millstream.broker.storage.partition_log.PartitionLog`
+of the :class:`~millstream.broker.storage.log_manager.LogManager` (segments, indexes,
+recovery, group commit), so it is placed and moved between brokers as any partition is, and
+a group's offsets go wherever its partition goes. A commit is acknowledged only once fsynced,
+and concurrent commits share fsyncs. Each commit request is one batch, so it is applied whole
+or not at all. Records, keys and values in JSON::
 
     key ["offset", group, topic, partition]  value {"offset", "metadata", "time"}
     key ["offset", group, topic, partition]  value null             (the topic was deleted)
@@ -12,17 +16,16 @@ request is one batch, so it is applied whole or not at all. Records, keys and va
     key ["group", group]                     value null             (deleted: forget it all)
 
 The latest record of a key wins, so the log is compacted (as Kafka compacts its
-``__consumer_offsets``), whole: when it holds many times more records than there are live keys,
-the live state is written to a fresh log beside it, which then replaces it by two renames::
+``__consumer_offsets``) by snapshot: when it holds many times more records than there are
+live keys, the live state is appended as a snapshot that starts a new segment, after which
+every earlier segment may be deleted (:meth:`PartitionLog.delete_below`). Offsets never
+change, so a copy of the partition being taken by another broker simply goes on (or starts
+again from the new log start, as after retention). A crash mid-snapshot leaves records that
+repeat live values: harmless, as replay ends in the same state.
 
-    group-offsets/             the log
-    group-offsets.compacting/  being written; removed at open if left over
-    group-offsets.old/         the log before the swap; at open, put back if the swap was cut
-                               short before the new log was renamed in, else removed
-
-Generations are kept so that a restarted broker continues a
-group's numbering instead of starting again at 1: a member of a generation from before the
-restart is then still told its generation has ended.
+Generations are kept so that a group's numbering continues across restarts and moves instead
+of starting again at 1: a member of a generation from before is then still told its
+generation has ended.
 
 In memory every entry carries the log offset that wrote it, and an older write never replaces
 a newer one, whatever order concurrent appends finish their fsyncs in.
@@ -35,22 +38,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from millstream.broker.storage.config import MIB, TopicConfig
-from millstream.broker.storage.files import fsync_dir
+from millstream.broker.storage.config import MIB
 from millstream.broker.storage.partition_log import PartitionLog
 from millstream.records import BatchBuilder, check_batches, decode_batch, iter_batches, now_ms
 
 logger = logging.getLogger(__name__)
 
-LOG_NAME = "__group_offsets"
-# Never deleted by time or size: the latest record of a key may be arbitrarily old.
-_LOG_CONFIG = TopicConfig(segment_bytes=64 * MIB, retention_ms=-1, retention_bytes=-1)
 _REPLAY_CHUNK = 4 * MIB
 # Well under the log's max.message.bytes (a record is at most ~30 KiB: 4096 characters of
 # metadata, JSON-escaped).
@@ -73,34 +70,25 @@ class _GroupOffsets:
 
 
 class OffsetStore:
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        on_sync: Callable[[float], None] | None = None,
-        compact_min_bytes: int = 16 * MIB,
-    ) -> None:
-        """Open (recovering and replaying) the log in ``directory``; blocking file work.
-
-        The log is compacted once it is over ``compact_min_bytes`` and mostly dead records."""
-        self._directory = directory
-        self._on_sync = on_sync
+    def __init__(self, log: PartitionLog, *, compact_min_bytes: int = 16 * MIB) -> None:
+        """Replay ``log`` (blocking file reads). It is compacted once it is over
+        ``compact_min_bytes`` and mostly dead records."""
+        self.log = log
         self._compact_min_bytes = compact_min_bytes
-        _finish_interrupted_swap(directory)
-        self._log = self._open_log(directory)
         self._groups: dict[str, _GroupOffsets] = {}
         # Where each deleted group was deleted: older writes are of the incarnation before.
         self._deleted_at: dict[str, int] = {}
+        self._promised: dict[str, int] = {}  # generations being written
         self._appending = 0  # appends in flight; a compaction waits for them to finish
         self._idle = asyncio.Event()
         self._idle.set()
-        self._swapped = asyncio.Event()  # cleared while a compaction swaps the log
-        self._swapped.set()
+        self._writable = asyncio.Event()  # cleared while a compaction writes its snapshot
+        self._writable.set()
+        self._snapshot_at = log.log_start_offset  # the records before are dead or repeated
         replayed = self._replay()
         logger.info(
-            "group offsets: replayed %d record(s), %d group(s), %d committed offset(s)",
-            replayed,
-            len(self._groups),
+            "group offsets %s: replayed %d record(s), %d group(s), %d committed offset(s)",
+            *(log.name, replayed, len(self._groups)),
             sum(len(g.offsets) for g in self._groups.values()),
         )
 
@@ -122,7 +110,7 @@ class OffsetStore:
 
     @property
     def size_bytes(self) -> int:
-        return self._log.size_bytes
+        return self.log.size_bytes
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -136,7 +124,16 @@ class OffsetStore:
         await self._append(entries)
 
     async def record_generation(self, group: str, generation: int) -> None:
-        await self._append([(["group", group], {"generation": generation})])
+        """Store the group's generation, if it is newer than the one stored (or being
+        stored: concurrent answers of one rebalance write it once)."""
+        if generation <= max(self.generation(group), self._promised.get(group, 0)):
+            return
+        self._promised[group] = generation
+        try:
+            await self._append([(["group", group], {"generation": generation})])
+        finally:
+            if self._promised.get(group) == generation:
+                del self._promised[group]
 
     async def delete_group(self, group: str) -> None:
         await self._append([(["group", group], None)])
@@ -152,76 +149,56 @@ class OffsetStore:
         if doomed:
             await self._append(doomed)
 
-    async def close(self) -> None:
-        await self._log.close()
-
     # --- inside ---------------------------------------------------------------------------
 
     async def _append(self, entries: Sequence[tuple[list[Any], Mapping[str, Any] | None]]) -> None:
-        await self._swapped.wait()
+        await self._writable.wait()
         encoded = [
             (json.dumps(key).encode(), None if value is None else json.dumps(value).encode())
             for key, value in entries
         ]
-        raw = _batch(encoded)
         self._appending += 1
         self._idle.clear()
         try:
-            first, _ = await self._log.append(raw, check_batches(raw))
+            await self._write(encoded)
         finally:
             self._appending -= 1
             if not self._appending:
                 self._idle.set()
-        for index, (key, value) in enumerate(encoded):
+
+    async def _write(self, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        raw = _batch(records)
+        first, _ = await self.log.append(raw, check_batches(raw))
+        for index, (key, value) in enumerate(records):
             self._apply(key, value, first + index)
 
     # --- compaction -----------------------------------------------------------------------
 
     def needs_compaction(self) -> bool:
         live = sum(len(g.offsets) + 1 for g in self._groups.values())
-        records = self._log.log_end_offset - self._log.log_start_offset
-        return self._log.size_bytes >= self._compact_min_bytes and records > 4 * live
+        records = self.log.log_end_offset - max(self._snapshot_at, self.log.log_start_offset)
+        return self.log.size_bytes >= self._compact_min_bytes and records > 4 * live
 
     async def compact(self) -> None:
-        """Replace the log with one holding only the live state; commits wait meanwhile.
-
-        The new log is written in full beside the old one first: if anything fails, it is
-        removed and the old log goes on serving as if nothing had happened."""
-        self._swapped.clear()
-        fresh = self._directory.with_name(self._directory.name + ".compacting")
+        """Append the live state as a snapshot in a segment of its own and let go of every
+        segment before it; commits wait meanwhile."""
+        self._writable.clear()
         try:
             await self._idle.wait()
-            before = self._log.size_bytes
-            shutil.rmtree(fresh, ignore_errors=True)
-            new_log = self._open_log(fresh)
-            try:
-                for chunk in _chunks(self._live_records(), _COMPACT_BATCH_BYTES):
-                    raw = _batch(chunk)
-                    await new_log.append(raw, check_batches(raw))
-            finally:
-                await new_log.close()
-            await self._log.close()
-            old = self._directory.with_name(self._directory.name + ".old")
-            self._directory.rename(old)
-            fresh.rename(self._directory)
-            fsync_dir(self._directory.parent)
-            shutil.rmtree(old)
-            logger.info("group offsets compacted: %d bytes -> %d", before, self.size_bytes)
-        except BaseException:
-            logger.exception("group offsets: compaction failed; the log stays as it was")
-            shutil.rmtree(fresh, ignore_errors=True)
-            raise
+            before = self.log.size_bytes
+            start = self.log.roll()
+            for chunk in _chunks(self._live_records(), _COMPACT_BATCH_BYTES):
+                await self._write(chunk)
+            self._snapshot_at = start
+            await self.log.delete_below(start)
+            logger.info(
+                "group offsets %s compacted: %d bytes -> %d", self.log.name, before, self.size_bytes
+            )
         finally:
-            if self._log.closed:  # swapped (or failed after closing): serve the log in place
-                _finish_interrupted_swap(self._directory)
-                self._log = self._open_log(self._directory)
-                self._groups.clear()
-                self._deleted_at.clear()
-                self._replay()
-            self._swapped.set()
+            self._writable.set()
 
-    def _live_records(self) -> list[tuple[bytes, bytes]]:
-        records = []
+    def _live_records(self) -> list[tuple[bytes, bytes | None]]:
+        records: list[tuple[bytes, bytes | None]] = []
         for group, stored in sorted(self._groups.items()):
             _, generation = stored.generation
             if generation:
@@ -233,13 +210,10 @@ class OffsetStore:
                 records.append((key, json.dumps(value).encode()))
         return records
 
-    def _open_log(self, directory: Path) -> PartitionLog:
-        return PartitionLog(LOG_NAME, 0, directory, _LOG_CONFIG, on_sync=self._on_sync)
-
     def _replay(self) -> int:
-        offset, end, count = self._log.log_start_offset, self._log.high_watermark, 0
+        offset, end, count = self.log.log_start_offset, self.log.high_watermark, 0
         while offset < end:
-            data = self._log.read(offset, _REPLAY_CHUNK)
+            data = self.log.read(offset, _REPLAY_CHUNK)
             for info in iter_batches(data):
                 for record in decode_batch(data, info.position):
                     if record.offset >= offset:
@@ -286,26 +260,17 @@ def _batch(records: Sequence[tuple[bytes, bytes | None]]) -> bytes:
 
 
 def _chunks(
-    items: list[tuple[bytes, bytes]], max_bytes: int
-) -> Iterator[list[tuple[bytes, bytes]]]:
+    items: list[tuple[bytes, bytes | None]], max_bytes: int
+) -> Iterator[list[tuple[bytes, bytes | None]]]:
     """Runs of records of about ``max_bytes`` at most (one record, if it alone is larger)."""
-    chunk: list[tuple[bytes, bytes]] = []
+    chunk: list[tuple[bytes, bytes | None]] = []
     size = 0
     for key, value in items:
-        if chunk and size + len(key) + len(value) > max_bytes:
+        length = len(key) + len(value or b"")
+        if chunk and size + length > max_bytes:
             yield chunk
             chunk, size = [], 0
         chunk.append((key, value))
-        size += len(key) + len(value) + 32  # and each record's framing
+        size += length + 32  # and each record's framing
     if chunk:
         yield chunk
-
-
-def _finish_interrupted_swap(directory: Path) -> None:
-    old = directory.with_name(directory.name + ".old")
-    fresh = directory.with_name(directory.name + ".compacting")
-    if old.exists() and not directory.exists():
-        logger.warning("group offsets: a compaction was cut short; going back to %s", old)
-        old.rename(directory)
-    for leftover in (old, fresh):
-        shutil.rmtree(leftover, ignore_errors=True)

@@ -40,6 +40,7 @@ STATUS: dict[type[errors.MillstreamError], int] = {
     errors.OffsetOutOfRange: 416,
     errors.StorageError: 503,
     errors.PartitionMoving: 503,
+    errors.CoordinatorNotAvailable: 503,
     errors.BrokerUnavailable: 503,
     errors.RequestTimedOut: 504,
     errors.MillstreamError: 500,

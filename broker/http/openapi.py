@@ -101,7 +101,15 @@ _TOPIC_PATHS: dict[str, Any] = {
         "get": {
             "summary": "List topics",
             "operationId": "listTopics",
-            "responses": {"200": ok("Topics", "TopicList")},
+            "parameters": [
+                param(
+                    "internal",
+                    "query",
+                    "true: include the broker's internal topics (names beginning with __)",
+                    {"type": "string", "enum": ["true", "false"], "default": "false"},
+                )
+            ],
+            "responses": {"200": ok("Topics", "TopicList"), **error_responses("400")},
         },
         "post": {
             "summary": "Create a topic",

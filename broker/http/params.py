@@ -14,6 +14,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from millstream import errors
+from millstream.internal_topics import RESERVED_PREFIX, is_internal
 
 # Offsets and timestamps are Kafka int64s; nothing a client sends may be larger.
 INT64_MAX: Final = 2**63 - 1
@@ -72,6 +73,22 @@ def acks_param(request: web.Request) -> bool:
     if acks not in ("all", "-1", "1", "0"):
         raise errors.InvalidRequest(f"acks must be all, 1 or 0, got {acks!r}")
     return acks in ("all", "-1")
+
+
+def check_user_topic(name: str, verb: str) -> None:
+    """Refuse to let a client ``verb`` a topic the system keeps for itself (``__`` names)."""
+    if is_internal(name):
+        raise errors.InvalidTopicName(
+            f"cannot {verb} {name!r}: topic names beginning with {RESERVED_PREFIX!r} are "
+            "reserved for the broker's internal topics"
+        )
+
+
+def flag_param(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false")
+    if raw not in ("true", "false"):
+        raise errors.InvalidRequest(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"
 
 
 async def json_body(request: web.Request) -> Any:

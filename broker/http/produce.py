@@ -19,7 +19,12 @@ from aiohttp import web
 from millstream import errors
 from millstream.broker.http.json_records import IncomingRecord, parse_produce_body
 from millstream.broker.http.keys import CLUSTER, LOGS, METRICS, PARTITIONER
-from millstream.broker.http.params import acks_param, json_body, partition_param
+from millstream.broker.http.params import (
+    acks_param,
+    check_user_topic,
+    json_body,
+    partition_param,
+)
 from millstream.broker.http.routing import local_log
 from millstream.partitioner import partition_for_key
 from millstream.records import BatchBuilder, check_batch, check_batches
@@ -33,6 +38,7 @@ _BATCH_MEDIA_TYPES = (BATCH_MEDIA_TYPE, "application/octet-stream")
 @routes.post("/v1/topics/{topic}/records")
 async def produce_records(request: web.Request) -> web.Response:
     topic = request.match_info["topic"]
+    check_user_topic(topic, "produce to")
     logs = request.app[LOGS]
     partitions = logs.topic(topic).partitions
     durable = acks_param(request)
@@ -109,6 +115,7 @@ def _build(incoming: list[IncomingRecord], indexes: list[int]) -> bytes:
 @routes.post("/v1/topics/{topic}/partitions/{partition}/batches")
 async def produce_batches(request: web.Request) -> web.Response:
     topic = request.match_info["topic"]
+    check_user_topic(topic, "produce to")
     log = local_log(request, topic, partition_param(request))
     if request.content_type not in _BATCH_MEDIA_TYPES:
         raise errors.UnsupportedMediaType(

@@ -156,7 +156,8 @@ def _topics() -> dict[str, Any]:
                 "topics": {
                     "type": "array",
                     "items": obj_schema(
-                        ["name", "partitions"], {"name": _STRING, "partitions": _INTEGER}
+                        ["name", "partitions", "internal"],
+                        {"name": _STRING, "partitions": _INTEGER, "internal": {"type": "boolean"}},
                     ),
                 }
             },

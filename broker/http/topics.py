@@ -5,6 +5,10 @@ cluster the Topic resources are: create, alter and delete are refused with
 ``managed_by_operator`` (the operator pushes topics through ``/v1/admin/topics``), and a
 description covers the whole topic, each partition with its broker, offsets and sizes given for
 the partitions served here (null for the others: their brokers have them).
+
+Topics whose names begin with ``__`` are the broker's own (:mod:`millstream.internal_topics`):
+clients may read them but not create, alter, delete or produce to them, and a listing leaves
+them out unless asked (``?internal=true``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,15 @@ from aiohttp import web
 from millstream import errors
 from millstream.broker.cluster.node import ClusterNode
 from millstream.broker.http.keys import CLUSTER, GROUPS, LOGS, METRICS
-from millstream.broker.http.params import json_body, object_body, topic_config
+from millstream.broker.http.params import (
+    check_user_topic,
+    flag_param,
+    json_body,
+    object_body,
+    topic_config,
+)
 from millstream.broker.storage.log_manager import LogManager
+from millstream.internal_topics import is_internal
 
 routes = web.RouteTableDef()
 
@@ -68,6 +79,7 @@ async def create_topic(request: web.Request) -> web.Response:
     name = body.get("name")
     if not isinstance(name, str):
         raise errors.InvalidTopicName('"name" must be a string')
+    check_user_topic(name, "create")
     partitions = body.get("partitions")
     logs = request.app[LOGS]
     logs.create_topic(name, 1 if partitions is None else partitions, topic_config(body) or {})
@@ -77,7 +89,12 @@ async def create_topic(request: web.Request) -> web.Response:
 @routes.get("/v1/topics")
 async def list_topics(request: web.Request) -> web.Response:
     logs = request.app[LOGS]
-    topics = [{"name": n, "partitions": logs.topic(n).partitions} for n in logs.topic_names()]
+    internal = flag_param(request, "internal")
+    topics = [
+        {"name": n, "partitions": logs.topic(n).partitions, "internal": is_internal(n)}
+        for n in logs.topic_names()
+        if internal or not is_internal(n)
+    ]
     return web.json_response({"topics": topics})
 
 
@@ -92,6 +109,7 @@ async def alter_topic(request: web.Request) -> web.Response:
     refuse_if_managed(request, "alter")
     body = object_body(await json_body(request), {"partitions", "config"})
     name = request.match_info["topic"]
+    check_user_topic(name, "alter")
     logs = request.app[LOGS]
     logs.alter_topic(name, partitions=body.get("partitions"), config=topic_config(body))
     return web.json_response(describe(logs, name))
@@ -101,6 +119,7 @@ async def alter_topic(request: web.Request) -> web.Response:
 async def delete_topic(request: web.Request) -> web.Response:
     refuse_if_managed(request, "delete")
     name = request.match_info["topic"]
+    check_user_topic(name, "delete")
     request.app[LOGS].delete_topic(name)
     request.app[METRICS].forget_topic(name)
     await request.app[GROUPS].forget_topic(name)

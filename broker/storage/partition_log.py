@@ -109,6 +109,7 @@ class PartitionLog:
         self._sealed: MillstreamError | None = None  # why producers' appends are refused
         self._data_waiters: dict[asyncio.Future[None], int] = {}
         self._deletions: set[asyncio.Future[None]] = set()
+        self._floor = 0  # segments ending at or below it may go (delete_below)
         self.flusher = Flusher(
             f"partition {self.name}",
             self._prepare_sync,
@@ -293,6 +294,22 @@ class PartitionLog:
         self._dirs_unsynced = True
         return segment
 
+    def roll(self) -> int:
+        """Start a new segment now, unless the active one is empty; returns its base offset
+        (the log end). Whatever is appended next lies in segments after every earlier one."""
+        self._check_writable()
+        if self._segments[-1].size:
+            self._roll(now_ms())
+        return self._next_offset
+
+    async def delete_below(self, offset: int) -> int:
+        """Let go of every segment that ends at or below ``offset`` (whole segments, from the
+        start, as retention does), once a recovery point covers them; returns how many went.
+        The owner must no longer need the records: the floor is kept in memory only."""
+        self._floor = max(self._floor, offset)
+        await self.flusher.sync(urgent=True, checkpoint=True)
+        return self.enforce_retention(now_ms())
+
     def maybe_roll(self, now_ms: int) -> bool:
         """Roll the active segment if segment.ms says it is old enough (and not empty)."""
         if self._closed or self._failed is not None:
@@ -424,6 +441,7 @@ class PartitionLog:
         stats = [
             SegmentStats(
                 segment.base_offset,
+                segment.next_offset,
                 segment.size,
                 segment.largest_timestamp,
                 deletable=segment is not active
@@ -432,7 +450,7 @@ class PartitionLog:
             )
             for segment in self._segments
         ]
-        count = segments_to_delete(stats, self._config, now_ms)
+        count = segments_to_delete(stats, self._config, now_ms, self._floor)
         if any(segment is not active for segment in self._uncheckpointed):
             # Retention keeps segments written since the last checkpoint until one covers
             # them; an idle partition would never take one by itself, so ask for it now.

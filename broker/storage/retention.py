@@ -9,6 +9,8 @@ so the log stays contiguous and its start offset simply moves to the first segme
   stops at the first segment that is still young.
 - ``retention.bytes`` (-1: no limit): the oldest segments while the partition is larger
   than the limit (the active segment counts, but is never deleted).
+- A floor the log's owner set (:meth:`PartitionLog.delete_below`): segments that end at or
+  below it. The group-offsets store sets it after writing a compacted snapshot of itself.
 """
 
 from __future__ import annotations
@@ -22,14 +24,30 @@ from millstream.broker.storage.config import TopicConfig
 @dataclass(frozen=True, slots=True)
 class SegmentStats:
     base_offset: int
+    next_offset: int  # one past its last record
     size: int
     largest_timestamp: int  # -1 when empty
     deletable: bool  # False for the active segment (and any the log must keep for now)
 
 
-def segments_to_delete(segments: Sequence[SegmentStats], config: TopicConfig, now_ms: int) -> int:
+def segments_to_delete(
+    segments: Sequence[SegmentStats], config: TopicConfig, now_ms: int, floor: int = 0
+) -> int:
     """How many segments, from the first, retention deletes."""
-    return max(expired_by_time(segments, config, now_ms), excess_by_size(segments, config))
+    return max(
+        expired_by_time(segments, config, now_ms),
+        excess_by_size(segments, config),
+        below_floor(segments, floor),
+    )
+
+
+def below_floor(segments: Sequence[SegmentStats], floor: int) -> int:
+    count = 0
+    for segment in segments:
+        if not segment.deletable or segment.next_offset > floor:
+            break
+        count += 1
+    return count
 
 
 def expired_by_time(segments: Sequence[SegmentStats], config: TopicConfig, now_ms: int) -> int:

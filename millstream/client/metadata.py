@@ -9,10 +9,11 @@ requests, a group's); only the admin's fan-outs name a broker (:class:`BrokerRou
   given (the bootstrap broker, or any broker it learnt of if that one is down). A standalone
   broker says ``"mode": "standalone"`` (a broker too old to have the route answers 404): then
   every request goes to the bootstrap URL, as before clusters existed.
-- A partition's requests go to the broker it is placed on, a group's to its coordinator
-  (``brokers[coordinator_index(group, len(brokers))]``, brokers sorted by id, as the brokers
-  compute it); anything else, and a partition of a topic the metadata does not know yet, to
-  the bootstrap broker, which serves or redirects it.
+- A partition's requests go to the broker it is placed on, a group's to its coordinator (the
+  broker serving the group's partition of the group-offsets topic,
+  :func:`~millstream.internal_topics.group_offsets_partition`, as the brokers compute it);
+  anything else, and a partition or group the metadata does not place yet, to the bootstrap
+  broker, which serves or redirects it.
 - ``not_leader`` / ``not_coordinator``: the metadata is refreshed and the broker the error
   names is used for that route until the next refresh (the operator may have pushed to that
   broker first). A broker that cannot be connected to is avoided for a while and the metadata
@@ -32,7 +33,7 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from millstream import errors
-from millstream.partitioner import coordinator_index
+from millstream.internal_topics import GROUP_OFFSETS_TOPIC, group_offsets_partition
 
 log = logging.getLogger("millstream.client.metadata")
 
@@ -109,10 +110,11 @@ class ClusterView:
         if isinstance(route, BrokerRoute):
             return self.brokers.get(route.broker_id)
         if isinstance(route, GroupRoute):
-            if not self.brokers:
+            offsets = self.placement.get(GROUP_OFFSETS_TOPIC)
+            if not offsets:
                 return None
-            ids = sorted(self.brokers)
-            return self.brokers[ids[coordinator_index(route.group, len(ids))]]
+            partition = group_offsets_partition(route.group, len(offsets))
+            route = PartitionRoute(GROUP_OFFSETS_TOPIC, partition)
         brokers = self.placement.get(route.topic)
         if brokers is None or not 0 <= route.partition < len(brokers):
             return None

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from millstream.client import Admin, Consumer, ConsumerRecord, Producer, ProducerRecord
-from millstream.partitioner import coordinator_index, partition_for_key
+from millstream.partitioner import partition_for_key
 from millstream.records import BatchBuilder
 from tests.support.broker import BrokerProcess
-from tests.support.cluster import TestCluster, round_robin
+from tests.support.cluster import TestCluster, group_on, round_robin
 from tests.support.http import call
 
 BATCH = "application/vnd.kafka.record-batch"
@@ -34,15 +34,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
         yield brokers
     finally:
         brokers.stop()
-
-
-def group_on(broker_id: int, prefix: str, size: int = 3) -> str:
-    """A group id whose coordinator is ``broker_id`` (brokers 0..size-1)."""
-    return next(
-        f"{prefix}-{i}"
-        for i in range(1000)
-        if coordinator_index(f"{prefix}-{i}", size) == broker_id
-    )
 
 
 def batch(*values: bytes) -> bytes:

@@ -4,47 +4,22 @@ members of one generation. Members are real processes (examples/group_consumer.p
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.broker import BrokerProcess
+from tests.support.group_members import (
+    Member,
+    assert_one_member_per_generation,
+    wait_until_all_consumed,
+)
 from tests.support.http import call
 
-ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
-
-
-class Member:
-    """One group_consumer.py process; its stdout (a JSON line per record) goes to a file."""
-
-    def __init__(self, url: str, assignor: str, workdir: Path, name: str) -> None:
-        self.out = workdir / f"{name}.out"
-        self.err = workdir / f"{name}.err"
-        command = [
-            *(sys.executable, str(ROOT / "examples" / "group_consumer.py")),
-            *("--url", url, "--group", "chaos", "--topic", "chaos", "--client-id", name),
-            *("--assignor", assignor, "--session-timeout-ms", "2000"),
-            *("--heartbeat-interval-ms", "300", "--auto-commit-interval-ms", "300"),
-        ]
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT)
-
-    def stop(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout=30)
-
-    def deliveries(self) -> Iterator[dict[str, object]]:
-        for line in self.out.read_text().splitlines():
-            if line.endswith("}"):  # a kill -9 may cut the last line short
-                yield json.loads(line)
 
 
 class Producer(threading.Thread):
@@ -112,27 +87,3 @@ def test_members_come_and_go_and_every_record_is_consumed_once_per_generation(
                 member.proc.kill()
                 member.proc.wait()
         broker.kill()
-
-
-def wait_until_all_consumed(
-    members: list[Member], acked: dict[tuple[int, int], str], deadline: float
-) -> dict[tuple[int, int], object]:
-    while True:
-        seen = {
-            (int(d["partition"]), int(d["offset"])): d["value"]  # type: ignore[call-overload]
-            for m in members
-            for d in m.deliveries()
-        }
-        if set(acked) <= set(seen) or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.5)
-
-
-def assert_one_member_per_generation(members: list[Member]) -> None:
-    owners: dict[tuple[object, object, object], object] = {}
-    for member in members:
-        for d in member.deliveries():
-            key = (d["generation"], d["partition"], d["offset"])
-            owner = owners.setdefault(key, d["member"])
-            assert owner == d["member"], f"{key} went to {owner} and {d['member']}"
-    assert owners, "no deliveries at all"

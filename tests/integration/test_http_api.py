@@ -203,7 +203,7 @@ def test_offset_lookup_by_position_and_time(broker: BrokerProcess) -> None:
 def test_topic_lifecycle(broker: BrokerProcess) -> None:
     create(broker, "life", partitions=2, **{"retention.ms": 60000})
     listed = call("GET", f"{broker.url}/v1/topics").json["topics"]
-    assert {"name": "life", "partitions": 2} in listed
+    assert {"name": "life", "partitions": 2, "internal": False} in listed
     call(
         "POST",
         f"{broker.url}/v1/topics/life/records",
@@ -230,6 +230,31 @@ def test_topic_lifecycle(broker: BrokerProcess) -> None:
     assert topic_dirs == []
     create(broker, "life")  # the name is free again, and empty
     assert call("GET", f"{broker.url}/v1/topics/life").json["partitions"][0]["latest_offset"] == 0
+
+
+def test_internal_topics_are_the_brokers_own(broker: BrokerProcess) -> None:
+    listed = call("GET", f"{broker.url}/v1/topics").json["topics"]
+    assert all(not t["internal"] for t in listed)
+    everything = call("GET", f"{broker.url}/v1/topics?internal=true").json["topics"]
+    assert {"name": "__group_offsets", "partitions": 16, "internal": True} in everything
+    assert call("GET", f"{broker.url}/v1/topics?internal=yes").error_code == "invalid_request"
+    refused = [
+        call("POST", f"{broker.url}/v1/topics", {"name": "__mine"}),
+        call("POST", f"{broker.url}/v1/topics/__group_offsets/records", {"records": [{}]}),
+        call(
+            "POST",
+            f"{broker.url}/v1/topics/__group_offsets/partitions/0/batches",
+            data=b"x",
+            headers={"Content-Type": "application/vnd.kafka.record-batch"},
+        ),
+        call("PATCH", f"{broker.url}/v1/topics/__group_offsets", {"partitions": 20}),
+        call("DELETE", f"{broker.url}/v1/topics/__group_offsets"),
+    ]
+    assert [(r.status, r.error_code) for r in refused] == [(400, "invalid_topic_name")] * 5
+    assert "reserved" in refused[0].json["error"]["message"]
+    # Readable, as Kafka's internal topics are.
+    described = call("GET", f"{broker.url}/v1/topics/__group_offsets").json
+    assert len(described["partitions"]) == 16
 
 
 def test_health_readiness_metrics_and_openapi(broker: BrokerProcess) -> None:

@@ -3,7 +3,9 @@
 Brokers are ``millstream serve --broker-id N --admin-token-file F`` processes on loopback
 ports (:class:`~tests.support.broker.BrokerProcess`) standing in for the pods of a
 StatefulSet; :meth:`TestCluster.push_cluster` and :meth:`TestCluster.push_topic` call their
-admin routes with the token, to every broker, as the operator does.
+admin routes with the token, to every broker, as the operator does. The group-offsets topic is
+pushed at start, round robin, as the operator places it; :func:`group_on` finds a group id
+coordinated by a given broker under that placement.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from millstream.internal_topics import (
+    GROUP_OFFSETS_CONFIG,
+    GROUP_OFFSETS_PARTITIONS,
+    GROUP_OFFSETS_TOPIC,
+    group_offsets_partition,
+)
 from tests.support.broker import BrokerProcess
 from tests.support.http import Reply, call
 
@@ -30,6 +38,16 @@ def start_brokers(root: Path, count: int, token_file: Path) -> list[BrokerProces
 def round_robin(partitions: int, brokers: int) -> dict[str, int]:
     """Partition p on broker p % brokers, in the push's shape."""
     return {str(p): p % brokers for p in range(partitions)}
+
+
+def group_on(broker_id: int, prefix: str, size: int = 3) -> str:
+    """A group id coordinated by ``broker_id`` when the group-offsets topic is placed round
+    robin over brokers 0..size-1."""
+    return next(
+        f"{prefix}-{i}"
+        for i in range(1000)
+        if group_offsets_partition(f"{prefix}-{i}", GROUP_OFFSETS_PARTITIONS) % size == broker_id
+    )
 
 
 @dataclass
@@ -51,6 +69,7 @@ class TestCluster:
         self.token_file.write_text(self.token + "\n")
         self.brokers.extend(start_brokers(self.root, self.size, self.token_file))
         self.push_cluster()
+        self.push_topic(GROUP_OFFSETS_TOPIC, GROUP_OFFSETS_PARTITIONS, config=GROUP_OFFSETS_CONFIG)
         return self
 
     def stop(self) -> None:

@@ -17,7 +17,7 @@ from millstream.client.metadata import (
     route_of,
 )
 from millstream.client.transport import error_from_response, group_path, topic_path
-from millstream.partitioner import coordinator_index
+from millstream.internal_topics import GROUP_OFFSETS_TOPIC, group_offsets_partition
 
 CLUSTER = {
     "mode": "cluster",
@@ -29,7 +29,13 @@ CLUSTER = {
         {"id": 1, "url": "http://b"},
     ],
     "topics": [
-        {"name": "t", "partitions": 3, "topic_id": None, "placement": {"0": 1, "1": 2, "2": 0}}
+        {"name": "t", "partitions": 3, "topic_id": None, "placement": {"0": 1, "1": 2, "2": 0}},
+        {
+            "name": GROUP_OFFSETS_TOPIC,
+            "partitions": 4,
+            "topic_id": None,
+            "placement": {"0": 2, "1": 2, "2": 0, "3": 1},
+        },
     ],
 }
 
@@ -61,9 +67,14 @@ def test_the_view_routes_partitions_groups_and_brokers() -> None:
     assert view.url_for(PartitionRoute("t", 3)) is None
     assert view.url_for(PartitionRoute("other", 0)) is None
     assert view.url_for(BrokerRoute(0)) == "http://a"
-    for group in ("billing", "x", "orders"):
-        expected = ["http://a", "http://b", "http://c"][coordinator_index(group, 3)]
+    # A group goes to the broker serving its partition of the group-offsets topic.
+    urls = {0: "http://c", 1: "http://c", 2: "http://a", 3: "http://b"}
+    for group in ("billing", "x", "orders", "a", "b", "c"):
+        expected = urls[group_offsets_partition(group, 4)]
         assert view.url_for(GroupRoute(group)) == expected
+    assert {view.url_for(GroupRoute(f"g{i}")) for i in range(40)} == set(urls.values())
+    unplaced = ClusterView(view.brokers, {"t": view.placement["t"]})
+    assert unplaced.url_for(GroupRoute("billing")) is None  # to the bootstrap broker
     assert ClusterView.from_json({"mode": "standalone", "brokers": []}) is None
     with pytest.raises(errors.MillstreamError):
         ClusterView.from_json({"mode": "cluster", "brokers": "nope"})

@@ -13,7 +13,7 @@ from millstream.broker.cluster.metadata import (
     with_topic,
     without_topic,
 )
-from millstream.partitioner import coordinator_index
+from millstream.internal_topics import GROUP_OFFSETS_TOPIC, group_offsets_partition
 
 BROKERS = [BrokerInfo(2, "http://c"), BrokerInfo(0, "http://a"), BrokerInfo(1, "http://b")]
 
@@ -91,14 +91,19 @@ def test_topic_epochs_and_partition_counts_only_move_forward() -> None:
     assert grown.topics["t"].partitions == 4
 
 
-def test_the_coordinator_is_the_hashed_broker_among_those_sorted_by_id() -> None:
+def test_the_coordinator_serves_the_groups_partition_of_the_offsets_topic() -> None:
     metadata = cluster()
+    assert metadata.coordinator("billing") is None  # the offsets topic is not placed yet
+    assert metadata.group_partition("billing") is None
+    placed = with_topic(metadata, topic(GROUP_OFFSETS_TOPIC, (2, 0, 1, 1)))
+    by_id = {b.id: b for b in BROKERS}
     for group in ("billing", "a", "orders-consumers", "x" * 200):
-        expected = sorted(BROKERS, key=lambda b: b.id)[coordinator_index(group, 3)]
-        assert metadata.coordinator(group) == expected
+        partition = group_offsets_partition(group, 4)
+        assert placed.group_partition(group) == partition
+        assert placed.coordinator(group) == by_id[(2, 0, 1, 1)[partition]]
 
 
-@pytest.mark.parametrize("brokers", [1, 2, 3, 7])
-def test_coordinator_index_is_kafkas_partitioner_over_the_group_id(brokers: int) -> None:
+@pytest.mark.parametrize("partitions", [1, 2, 3, 16])
+def test_a_groups_partition_is_kafkas_partitioner_over_the_group_id(partitions: int) -> None:
     # Kafka's murmur2 test vector: "21" hashes to -973932308 as a signed 32-bit integer.
-    assert coordinator_index("21", brokers) == (-973932308 & 0x7FFFFFFF) % brokers
+    assert group_offsets_partition("21", partitions) == (-973932308 & 0x7FFFFFFF) % partitions

@@ -12,7 +12,7 @@ from millstream.broker.cluster.metadata import BrokerInfo, TopicPlacement
 from millstream.broker.cluster.node import ClusterNode
 from millstream.broker.cluster.store import MetadataStore
 from millstream.broker.storage.log_manager import LogManager
-from millstream.partitioner import coordinator_index
+from millstream.internal_topics import GROUP_OFFSETS_TOPIC, group_offsets_partition
 
 BROKERS = [BrokerInfo(i, f"http://broker-{i}") for i in range(3)]
 
@@ -71,17 +71,22 @@ async def test_bad_config_is_refused_before_anything_is_stored(logs: LogManager)
     assert logs.topic_names() == []
 
 
-async def test_groups_are_coordinated_by_one_broker(logs: LogManager) -> None:
+async def test_groups_are_coordinated_where_their_offsets_partition_is(logs: LogManager) -> None:
     member = node(logs)
     member.put_cluster(1, BROKERS)
-    for group in ("a", "b", "c", "d", "e"):
-        if coordinator_index(group, 3) == 1:
+    with pytest.raises(errors.CoordinatorNotAvailable):
+        member.check_coordinator("a")  # until the operator places the offsets topic
+    placement = (0, 1, 2, 1)
+    member.put_topic(TopicPlacement(GROUP_OFFSETS_TOPIC, 4, {}, placement))
+    for group in ("a", "b", "c", "d", "e", "f", "g"):
+        owner = placement[group_offsets_partition(group, 4)]
+        if owner == 1:
             member.check_coordinator(group)
         else:
             with pytest.raises(errors.NotCoordinator) as caught:
                 member.check_coordinator(group)
             assert caught.value.broker is not None
-            assert caught.value.broker.id == coordinator_index(group, 3)
+            assert caught.value.broker.id == owner
 
 
 async def test_a_restart_replays_the_metadata(tmp_path: Path) -> None:

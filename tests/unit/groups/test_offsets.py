@@ -1,4 +1,5 @@
-"""Committed offsets in the internal log: durable, replayed at open, deletions respected."""
+"""Committed offsets in a partition of the group-offsets topic: durable, replayed at open,
+deletions respected, compacted by snapshot without changing any offset."""
 
 from __future__ import annotations
 
@@ -9,143 +10,161 @@ import pytest
 
 from millstream.broker.groups import offsets
 from millstream.broker.groups.offsets import OffsetStore
+from millstream.broker.storage.config import TopicConfig
+from millstream.broker.storage.partition_log import PartitionLog
+from millstream.internal_topics import GROUP_OFFSETS_CONFIG, GROUP_OFFSETS_TOPIC
+
+CONFIG = TopicConfig().with_updates(GROUP_OFFSETS_CONFIG)
 
 
-async def reopen(store: OffsetStore, directory: Path) -> OffsetStore:
-    await store.close()
-    return OffsetStore(directory)
+def open_store(directory: Path, config: TopicConfig = CONFIG, **options: int) -> OffsetStore:
+    return OffsetStore(PartitionLog(GROUP_OFFSETS_TOPIC, 0, directory, config), **options)
+
+
+async def reopen(store: OffsetStore) -> OffsetStore:
+    await store.log.close()
+    return open_store(store.log.directory, store.log.config)
 
 
 async def test_commits_are_replayed_after_a_reopen(tmp_path: Path) -> None:
-    store = OffsetStore(tmp_path)
+    store = open_store(tmp_path)
     await store.commit("g", [("t", 0, 10, "a"), ("t", 1, 20, "")])
     await store.commit("g", [("t", 0, 11, "b")])
     await store.commit("h", [("u", 0, 5, "")])
     await store.record_generation("g", 7)
-    store = await reopen(store, tmp_path)
+    store = await reopen(store)
     assert {tp: c.offset for tp, c in store.committed("g").items()} == {("t", 0): 11, ("t", 1): 20}
     assert store.committed("g")[("t", 0)].metadata == "b"
     assert store.committed("g")[("t", 0)].commit_time_ms > 0
     assert store.generation("g") == 7 and store.generation("h") == 0
     assert store.groups() == ["g", "h"]
-    await store.close()
+    await store.log.close()
+
+
+async def test_a_generation_is_written_once_and_never_goes_back(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    await asyncio.gather(*(store.record_generation("g", 3) for _ in range(5)))
+    assert store.log.log_end_offset == 1  # concurrent answers of one rebalance: one write
+    await store.record_generation("g", 2)
+    assert store.generation("g") == 3 and store.log.log_end_offset == 1
+    await store.log.close()
 
 
 async def test_a_deleted_group_stays_deleted_and_can_start_again(tmp_path: Path) -> None:
-    store = OffsetStore(tmp_path)
+    store = open_store(tmp_path)
     await store.commit("g", [("t", 0, 10, "")])
     await store.record_generation("g", 3)
     await store.delete_group("g")
     assert store.committed("g") == {} and "g" not in store.groups()
     await store.commit("g", [("t", 1, 1, "")])  # a new group of the same name
-    store = await reopen(store, tmp_path)
+    store = await reopen(store)
     assert {tp: c.offset for tp, c in store.committed("g").items()} == {("t", 1): 1}
     assert store.generation("g") == 0
-    await store.close()
+    await store.log.close()
 
 
 async def test_concurrent_commits_keep_the_last_one_written(tmp_path: Path) -> None:
-    store = OffsetStore(tmp_path)
+    store = open_store(tmp_path)
     await asyncio.gather(*(store.commit("g", [("t", 0, n, "")]) for n in range(50)))
     assert store.committed("g")[("t", 0)].offset == 49
-    store = await reopen(store, tmp_path)
+    store = await reopen(store)
     assert store.committed("g")[("t", 0)].offset == 49
-    await store.close()
+    await store.log.close()
 
 
 async def test_a_torn_tail_loses_only_the_unacknowledged_commit(tmp_path: Path) -> None:
-    store = OffsetStore(tmp_path)
+    store = open_store(tmp_path)
     await store.commit("g", [("t", 0, 10, "")])
-    await store.close()
+    await store.log.close()
     segment = next(tmp_path.glob("*.log"))
     size = segment.stat().st_size
-    store = OffsetStore(tmp_path)
+    store = open_store(tmp_path)
     await store.commit("g", [("t", 0, 11, "")])
-    await store.close()
+    await store.log.close()
     with segment.open("r+b") as f:  # as if the machine died halfway through the second write
         f.truncate(size + 10)
-    store = OffsetStore(tmp_path)
+    store = open_store(tmp_path)
     assert store.committed("g")[("t", 0)].offset == 10
-    await store.close()
+    await store.log.close()
 
 
-async def test_compaction_keeps_the_live_state_in_a_smaller_log(tmp_path: Path) -> None:
-    directory = tmp_path / "offsets"
-    store = OffsetStore(directory, compact_min_bytes=1)
+async def test_compaction_snapshots_the_live_state_and_drops_the_old_segments(
+    tmp_path: Path,
+) -> None:
+    small = CONFIG.with_updates({"segment.bytes": 4096})
+    store = open_store(tmp_path, small, compact_min_bytes=1)
     for n in range(200):
         await store.commit("g", [("t", n % 2, n, "")])
     await store.record_generation("g", 4)
     await store.commit("gone", [("t", 0, 1, "")])
     await store.delete_group("gone")
     assert store.needs_compaction()
-    before = store.size_bytes
+    before, end = store.size_bytes, store.log.log_end_offset
     pending = asyncio.ensure_future(store.compact())
-    late = asyncio.ensure_future(store.commit("g", [("t", 1, 1000, "")]))  # waits for the swap
+    late = asyncio.ensure_future(store.commit("g", [("t", 1, 1000, "")]))  # waits for it
     await asyncio.gather(pending, late)
     assert store.size_bytes < before / 10
+    # Offsets never change: the snapshot follows on, and the log now starts where it began.
+    assert store.log.log_start_offset == end
+    assert store.log.log_end_offset == end + 3 + 1  # generation, two offsets; the late commit
     assert not store.needs_compaction()
-    store = await reopen(store, directory)
+    store = await reopen(store)
     assert {tp: c.offset for tp, c in store.committed("g").items()} == {
         ("t", 0): 198,
         ("t", 1): 1000,
     }
     assert store.generation("g") == 4 and store.groups() == ["g"]
-    await store.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["offsets"]
-
-
-async def test_a_compaction_cut_short_goes_back_to_the_old_log(tmp_path: Path) -> None:
-    directory = tmp_path / "offsets"
-    store = OffsetStore(directory)
-    await store.commit("g", [("t", 0, 5, "")])
-    await store.close()
-    # The crash came between the two renames: only the old log and the new one exist.
-    directory.rename(tmp_path / "offsets.old")
-    (tmp_path / "offsets.compacting").mkdir()
-    store = OffsetStore(directory)
-    assert store.committed("g")[("t", 0)].offset == 5
-    await store.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["offsets"]
+    await store.log.close()
 
 
 async def test_a_deleted_topics_offsets_are_forgotten(tmp_path: Path) -> None:
-    store = OffsetStore(tmp_path)
+    store = open_store(tmp_path)
     await store.commit("g", [("t", 0, 5, ""), ("u", 0, 6, "")])
     await store.commit("h", [("t", 1, 7, "")])
     await store.forget_topic("t")
     assert list(store.committed("g")) == [("u", 0)] and store.committed("h") == {}
-    store = await reopen(store, tmp_path)
+    store = await reopen(store)
     assert list(store.committed("g")) == [("u", 0)] and store.committed("h") == {}
-    await store.close()
+    await store.log.close()
 
 
 async def test_compaction_of_large_metadata_writes_batches_the_log_accepts(tmp_path: Path) -> None:
-    store = OffsetStore(tmp_path / "offsets", compact_min_bytes=1)
+    store = open_store(tmp_path, compact_min_bytes=1)
     metadata = "é" * 4096  # JSON-escaped to six bytes a character
     for start in range(0, 2500, 250):
         await store.commit("g", [("t", p, 1, metadata) for p in range(start, start + 250)])
     await store.commit("g", [("t", 0, 2, "")])
     await store.compact()
-    store = await reopen(store, tmp_path / "offsets")
+    store = await reopen(store)
     assert len(store.committed("g")) == 2500
-    await store.close()
+    await store.log.close()
 
 
-async def test_a_failed_compaction_leaves_the_log_serving(
+async def test_a_compaction_cut_short_leaves_a_log_with_the_same_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = OffsetStore(tmp_path / "offsets", compact_min_bytes=1)
-    await store.commit("g", [("t", 0, 1, "")])
+    store = open_store(tmp_path, compact_min_bytes=1)
+    for n in range(300):
+        await store.commit(f"g{n % 3}", [("t", n % 4, n, "")])
+    expected = {g: store.committed(g) for g in store.groups()}
+    real = offsets._batch
+    written = 0
 
-    def broken(records: object) -> bytes:
-        raise OSError("disk full")
+    def fails_on_the_second_batch(records: object) -> bytes:
+        nonlocal written
+        written += 1
+        if written == 2:
+            raise OSError("disk full")
+        return real(records)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(offsets, "_batch", broken)
+    monkeypatch.setattr(offsets, "_COMPACT_BATCH_BYTES", 200)  # a snapshot of several batches
+    monkeypatch.setattr(offsets, "_batch", fails_on_the_second_batch)
     with pytest.raises(OSError):
         await store.compact()
     monkeypatch.undo()
-    await store.commit("g", [("t", 0, 2, "")])
-    store = await reopen(store, tmp_path / "offsets")
-    assert store.committed("g")[("t", 0)].offset == 2
-    await store.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["offsets"]
+    assert store.log.log_start_offset == 0  # nothing was dropped
+    await store.commit("g0", [("t", 0, 5000, "")])  # and commits go on
+    expected["g0"] = store.committed("g0")
+    store = await reopen(store)
+    assert {g: store.committed(g) for g in store.groups()} == expected
+    await store.log.close()

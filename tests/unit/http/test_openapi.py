@@ -23,7 +23,7 @@ def test_document_is_valid_openapi() -> None:
 
 def test_every_route_is_documented(tmp_path: Path) -> None:
     logs = LogManager(tmp_path)
-    app = make_app(logs, GroupCoordinator(logs, tmp_path / "groups"), BrokerMetrics())
+    app = make_app(logs, GroupCoordinator(logs), BrokerMetrics())
     served = {
         (route.resource.canonical, route.method.lower())
         for route in app.router.routes()

@@ -9,7 +9,7 @@ NOW = 1_000_000
 
 
 def seg(base: int, size: int = 100, ts: int = NOW, deletable: bool = True) -> SegmentStats:
-    return SegmentStats(base, size, ts, deletable)
+    return SegmentStats(base, base + 10, size, ts, deletable)
 
 
 def test_nothing_by_default_for_young_data() -> None:
@@ -58,3 +58,12 @@ def test_the_larger_of_both_rules_wins() -> None:
     segments = [seg(0, ts=0), seg(10), seg(20), seg(30, deletable=False)]
     config = TopicConfig(retention_ms=1000, retention_bytes=150)
     assert segments_to_delete(segments, config, NOW) == 3
+
+
+def test_a_floor_deletes_the_segments_wholly_below_it() -> None:
+    keep = TopicConfig(retention_ms=-1, retention_bytes=-1)
+    segments = [seg(0), seg(10), seg(20), seg(30, deletable=False)]
+    assert segments_to_delete(segments, keep, NOW, floor=19) == 1  # 10-19 ends above 19
+    assert segments_to_delete(segments, keep, NOW, floor=20) == 2
+    assert segments_to_delete(segments, keep, NOW, floor=10**9) == 3  # never the active one
+    assert segments_to_delete([seg(0, deletable=False), seg(10)], keep, NOW, floor=50) == 0

@@ -1,0 +1,144 @@
+"""The coordinator follows the group-offsets partitions: it coordinates a group exactly while
+the group's partition is served here, gives the groups up when it leaves (pending answers
+fail with not_coordinator), and picks them up with their offsets and generation when it
+comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from millstream import errors
+from millstream.broker.groups.coordinator import (
+    GroupCoordinator,
+    OffsetEntry,
+    ensure_offsets_topic,
+)
+from millstream.broker.groups.group import JoinRequest
+from millstream.broker.groups.offsets import OffsetStore
+from millstream.broker.storage.config import TopicConfig
+from millstream.broker.storage.log_manager import LogManager
+from millstream.broker.storage.partition_log import PartitionLog
+from millstream.internal_topics import (
+    GROUP_OFFSETS_CONFIG,
+    GROUP_OFFSETS_PARTITIONS,
+    GROUP_OFFSETS_TOPIC,
+    group_offsets_partition,
+)
+
+ALL = range(GROUP_OFFSETS_PARTITIONS)
+
+
+def request(member_id: str = "") -> JoinRequest:
+    return JoinRequest(member_id, "client", "127.0.0.1", 10.0, 10.0, "consumer", (("range", b""),))
+
+
+@pytest.fixture
+async def logs(tmp_path: Path) -> AsyncIterator[LogManager]:
+    manager = LogManager(tmp_path)
+    manager.open()
+    manager.create_topic("t", 2)
+    yield manager
+    await manager.close()
+
+
+@pytest.fixture
+async def coordinator(logs: LogManager) -> AsyncIterator[GroupCoordinator]:
+    ensure_offsets_topic(logs)
+    made = GroupCoordinator(logs)
+    made.start()
+    yield made
+    await made.close()
+
+
+async def joined(coordinator: GroupCoordinator, group: str) -> tuple[str, int]:
+    result = await coordinator.join(group, request())
+    if not result.member_id:  # pragma: no cover - the protocol may ask for a second join
+        result = await coordinator.join(group, request(result.member_id))
+    await coordinator.sync(group, result.member_id, result.generation, {result.member_id: b""})
+    return result.member_id, result.generation
+
+
+def place(logs: LogManager, hosted: set[int], held: set[int] = set()) -> None:  # noqa: B006
+    logs.ensure_topic(
+        GROUP_OFFSETS_TOPIC, GROUP_OFFSETS_PARTITIONS, GROUP_OFFSETS_CONFIG, hosted, held
+    )
+
+
+async def test_a_standalone_broker_keeps_offsets_in_the_groups_partition(
+    logs: LogManager, coordinator: GroupCoordinator
+) -> None:
+    assert logs.topic(GROUP_OFFSETS_TOPIC).partitions == GROUP_OFFSETS_PARTITIONS
+    ensure_offsets_topic(logs)  # idempotent: a restart finds it
+    member, generation = await joined(coordinator, "g")
+    await coordinator.commit("g", member, generation, [OffsetEntry("t", 0, 7)])
+    ends = {p: logs.log(GROUP_OFFSETS_TOPIC, p).log_end_offset for p in ALL}
+    mine = group_offsets_partition("g", GROUP_OFFSETS_PARTITIONS)
+    assert ends[mine] == 2  # the generation, then the commit
+    assert all(end == 0 for p, end in ends.items() if p != mine)
+
+
+async def test_groups_are_given_up_when_their_partition_leaves_and_resumed_when_it_comes(
+    logs: LogManager, coordinator: GroupCoordinator
+) -> None:
+    mine = group_offsets_partition("g", GROUP_OFFSETS_PARTITIONS)
+    member, generation = await joined(coordinator, "g")
+    await coordinator.commit("g", member, generation, [OffsetEntry("t", 1, 42, "m")])
+    pending = asyncio.ensure_future(coordinator.join("g", request()))  # waits for a rejoin
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+
+    place(logs, set(ALL) - {mine}, {mine})  # moved away: retired here, read-only
+    coordinator.placement_changed()
+    with pytest.raises(errors.NotCoordinator):
+        await asyncio.wait_for(pending, 5)
+    for call in (
+        lambda: coordinator.heartbeat("g", member, generation),
+        lambda: coordinator.describe("g"),
+        lambda: coordinator.committed("g"),
+    ):
+        with pytest.raises(errors.NotCoordinator):
+            call()
+    with pytest.raises(errors.NotCoordinator):
+        await coordinator.commit("g", member, generation, [OffsetEntry("t", 1, 43)])
+    assert "g" not in coordinator.group_ids()
+
+    place(logs, set(ALL))  # served here again (as when a move onto this broker completes)
+    assert coordinator.committed("g")[("t", 1)].offset == 42
+    assert coordinator.describe("g")["generation"] == generation
+    with pytest.raises(errors.UnknownMember):  # the old member rejoins ...
+        coordinator.heartbeat("g", member, generation)
+    _, again = await joined(coordinator, "g")
+    assert again > generation  # ... into a newer generation: the old one stays fenced
+
+
+async def test_without_the_offsets_topic_no_group_is_coordinated(logs: LogManager) -> None:
+    coordinator = GroupCoordinator(logs)
+    with pytest.raises(errors.CoordinatorNotAvailable):
+        await coordinator.join("g", request())
+    assert coordinator.group_ids() == []
+    place(logs, set())  # placed on other brokers only
+    with pytest.raises(errors.NotCoordinator):
+        coordinator.committed("g")
+
+
+async def test_offsets_kept_before_the_topic_existed_are_moved_into_it(
+    tmp_path: Path, logs: LogManager, coordinator: GroupCoordinator
+) -> None:
+    legacy_dir = tmp_path / "internal" / "group-offsets"
+    legacy = OffsetStore(PartitionLog("legacy", 0, legacy_dir, TopicConfig(retention_ms=-1)))
+    await legacy.commit("old", [("t", 0, 12, "m"), ("t", 1, 3, "")])
+    await legacy.record_generation("old", 5)
+    await legacy.log.close()
+    await coordinator.adopt_legacy_offsets(legacy_dir)
+    assert not legacy_dir.exists()
+    assert {tp: c.offset for tp, c in coordinator.committed("old").items()} == {
+        ("t", 0): 12,
+        ("t", 1): 3,
+    }
+    assert coordinator.committed("old")[("t", 0)].metadata == "m"
+    assert coordinator.describe("old")["generation"] == 5
+    await coordinator.adopt_legacy_offsets(legacy_dir)  # nothing left: nothing done
