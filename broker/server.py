@@ -83,8 +83,9 @@ async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
         await logs.close()
         raise
     metrics.watch_logs(logs)
-    if not cluster.managed:
-        ensure_offsets_topic(logs)  # in a cluster, the operator places it
+    if not cluster.managed and cluster.broker_id is None:
+        # A broker given an id is a cluster's, waiting for the operator, which places it.
+        ensure_offsets_topic(logs)
     coordinator = GroupCoordinator(logs, settings.groups)
     cluster.on_change(coordinator.placement_changed)
     coordinator.start()

@@ -5,6 +5,9 @@ created, changed or found at startup; :func:`check_cluster` by the Cluster's per
 check and when its StatefulSet's counts change. Decisions are :mod:`.plan`'s and
 :mod:`.resources`'; this module reads, asks, and writes.
 
+Each reconcile and check also creates the Cluster's internal Topic (:mod:`.internal_topic`)
+when the namespace has none, so the Topic handler places and pushes ``__group_offsets``.
+
 The drift check proper (:meth:`.brokers.Brokers.sync`, here after each reconcile and each
 check): every reachable broker gets the cluster's
 metadata if it lacks it (a broker that started on an empty volume, or a new one), and every
@@ -20,12 +23,12 @@ from typing import Any
 
 import kopf
 
-from millstream.operator import cluster_plan, plan, rebalancer
+from millstream.operator import cluster_plan, internal_topic, plan, rebalancer
 from millstream.operator.brokers import Brokers, SyncReport
 from millstream.operator.kube import CLUSTERS, TOPICS, KubeError
 from millstream.operator.resources import cluster_resources, names
 from millstream.operator.runtime import Runtime
-from millstream.operator.specs import API_VERSION, ClusterSpec, parse_cluster
+from millstream.operator.specs import API_VERSION, INTERNAL_LABEL, ClusterSpec, parse_cluster
 from millstream.operator.status import Problem
 
 
@@ -62,6 +65,7 @@ async def reconcile_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.L
         await _write_status(rt, spec, body.get("status"), problem, unsupported)
         if problem is not None and problem.reason == "ApplyFailed":
             raise kopf.TemporaryError(problem.message, delay=rt.settings.retry_delay)
+        await _keep_internal_topic(rt, spec, body, topics, logger)
         await _sync(rt, spec, token, replicas, topics, logger)
 
 
@@ -83,11 +87,45 @@ async def check_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logge
         kept = [c for c in previous.get("conditions") or () if c.get("type") == "NotSupported"]
         unsupported = [Problem(c.get("reason", ""), c.get("message", "")) for c in kept]
         await _write_status(rt, spec, previous, scale_problem, unsupported)
+        await _keep_internal_topic(rt, spec, body, topics, logger)
         token = await rt.admin_token(namespace, name)
         if token is None:
             return  # the Cluster's own handler has not created the Secret yet
         await _sync(rt, spec, token, max(replicas, running), topics, logger)
         await rebalancer.drive(rt, spec, body, token, topics, logger)
+
+
+async def _keep_internal_topic(
+    rt: Runtime,
+    spec: ClusterSpec,
+    body: Mapping[str, Any],
+    topics: Sequence[Mapping[str, Any]],
+    logger: kopf.Logger,
+) -> None:
+    """Create the Cluster's group-offsets Topic if the namespace has none: at the first
+    reconcile, and after someone deleted it (it then adopts the topic the brokers kept). A
+    failure is logged and the next drift check tries again."""
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return  # going: a Topic created now would only be collected with it
+    manifest = internal_topic.internal_topic(spec)
+    topic = manifest["metadata"]["name"]
+    presence = internal_topic.presence(spec.meta.name, topics)
+    if presence == "taken":
+        logger.error(
+            "Topic %r is not the internal Topic (no %s label): the cluster has no place for "
+            "its groups' committed offsets until it is renamed or deleted",
+            topic,
+            INTERNAL_LABEL,
+        )
+    if presence != "missing":
+        return
+    try:
+        created = await rt.kube.create(manifest)
+    except KubeError as exc:
+        logger.error("could not create the internal Topic %r: %s", topic, exc)
+        return
+    if created:
+        logger.info("created the internal Topic %r for the groups' committed offsets", topic)
 
 
 async def _write_status(

@@ -9,15 +9,15 @@ permanent failure, reported on the resource as a Kubernetes event.
 =========================  ===================================================  ============
 resource, event            does                                                 finalizer
 =========================  ===================================================  ============
-Cluster create/update/     apply its objects, write status, push metadata to    kopf's, for
-resume                     its brokers                                          the timer
-Cluster timer              drift check: status, cluster metadata and every
-(``drift_interval``)       placed topic on every broker
+Cluster create/update/     apply its objects, create its internal Topic if      kopf's, for
+resume                     missing, write status, push metadata to its brokers  the timer
+Cluster timer              drift check: status, the internal Topic, cluster
+(``drift_interval``)       metadata and every placed topic on every broker
 StatefulSet event          the same check, when its pod counts change
 Topic create/update/       place, push to every broker, write status            yes: the
 resume                                                                          deletion
 Topic delete               deletionPolicy Delete: delete from the brokers;      policy
-                           Retain, or Cluster gone: nothing
+                           Retain, internal Topic, or Cluster gone: nothing
 ConsumerGroup timer        status from the coordinator (bounded rate), offset   kopf's, for
 (``min_interval``)         reset                                                the timer
 =========================  ===================================================  ============

@@ -9,7 +9,8 @@ dictionaries, so that manifests built by :mod:`.resources` go out as they are.
 
 Objects are applied with server-side apply (field manager ``millstream-operator``, conflicts
 forced): one request creates or updates, and fields that other controllers or people own are
-left alone. Status is written with a JSON merge patch on the status subresource.
+left alone. The internal Topic is only created (:meth:`Kube.create`), never applied. Status is
+written with a JSON merge patch on the status subresource.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _PLURALS: Final = {
     "Service": "services",
     "StatefulSet": "statefulsets",
     "PodDisruptionBudget": "poddisruptionbudgets",
+    "Topic": TOPICS,
 }
 
 
@@ -134,6 +136,20 @@ class Kube:
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
             content_type="application/apply-patch+yaml",
         )
+
+    async def create(self, manifest: Mapping[str, Any]) -> bool:
+        """Create ``manifest`` unless an object of its name exists; whether it was created.
+        For objects the operator makes once and then leaves to their own handlers and to
+        people (the internal Topic), which an apply would keep forcing back."""
+        meta = manifest["metadata"]
+        path = object_path(manifest["apiVersion"], _PLURALS[manifest["kind"]], meta["namespace"])
+        try:
+            await self.request("POST", path, body=manifest, query={"fieldManager": FIELD_MANAGER})
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     async def served_versions(self, group: str) -> list[str]:
         """The ``group/version`` strings the API server serves for an API group."""

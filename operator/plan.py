@@ -13,9 +13,13 @@ they answer. No I/O and no clock, so the unit tests drive every decision by hand
   balanced topic moves nothing); an adopted topic may stay unbalanced.
 - **Adoption.** A topic the brokers already hold under the name of a new Topic resource (one a
   Topic with deletionPolicy Retain left behind, or one a standalone broker created before it
-  joined the cluster) keeps its placement, partitions and topic id.
+  joined the cluster) keeps its placement, partitions and topic id. Standalone copies that
+  hold no record are spread like a new topic instead (:func:`standalone_topic`).
 - **One Topic per topic.** When several Topic resources name the same topic on the same
-  Cluster, the one already placed, else the oldest, manages it; the others are refused.
+  Cluster, the one already placed, else the oldest, manages it; the others are refused. The
+  Cluster's internal Topic (:mod:`.internal_topic`) always manages its own.
+- **The group-offsets Topic is a Topic.** It is placed, grown and moved like any other, except
+  that a spec changing its partition count or name pushes nothing (:mod:`.internal_topic`).
 - **The status is the metadata store.** The drift check pushes what the Topics' status records,
   never a new decision, and only for Topics whose status describes their current spec.
 """
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from millstream.client.broker_metadata import BrokerMetadata, PlacedTopic
+from millstream.operator import internal_topic
 from millstream.operator.placement import Placement, broker_loads, place, topic_offset
 from millstream.operator.specs import SpecError, TopicSpec, parse_topic
 from millstream.operator.status import (
@@ -39,7 +44,7 @@ from millstream.operator.status import (
 # change of spec.cluster is seen (the status schema has no room for it).
 PLACED_ON_ANNOTATION: Final = "millstream.io/placed-on-cluster"
 # Changes that leave nothing to push: the topic stays as it is on the brokers.
-_BLOCKING: Final = frozenset({"TopicNameChange", "ClusterChange"})
+_BLOCKING: Final = frozenset({"TopicNameChange", "ClusterChange"}) | internal_topic.BLOCKING
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +112,12 @@ def existing_topic(name: str, views: Iterable[BrokerMetadata | None]) -> PlacedT
 def standalone_topic(name: str, described: Mapping[int, Any]) -> PlacedTopic | None:
     """A topic that a broker created while standalone and holds whole, unplaced: from each
     broker's ``GET /v1/topics/{name}`` (None where it has no such topic). The broker holding
-    most partitions keeps them all (the lowest id among equals)."""
-    holders: list[tuple[int, int]] = []
+    most partitions keeps them all (among equals, one holding records, then the lowest id),
+    unless its copy holds no record: then there is nothing to keep in place, and the topic is
+    spread as a new one would be over the brokers holding an empty copy of that size. Every
+    broker of a new cluster creates the group-offsets topic while standalone: one broker would
+    otherwise coordinate every group."""
+    copies: dict[int, tuple[int, bool]] = {}  # broker -> (partitions, empty)
     for broker, answer in described.items():
         try:
             rows = answer["partitions"] if answer is not None else []
@@ -119,11 +128,16 @@ def standalone_topic(name: str, described: Mapping[int, Any]) -> PlacedTopic | N
             for r in rows
         )
         if rows and whole:
-            holders.append((-len(rows), broker))
-    if not holders:
+            copies[broker] = (len(rows), all(r["latest_offset"] == 0 for r in rows))
+    if not copies:
         return None
-    count, broker = min(holders)
-    return PlacedTopic(name, -count, dict.fromkeys(range(-count), broker))
+    # Most partitions first (a push may not shrink a copy), then one holding records.
+    broker = min(copies, key=lambda b: (-copies[b][0], copies[b][1], b))
+    count, empty = copies[broker]
+    if not empty:
+        return PlacedTopic(name, count, dict.fromkeys(range(count), broker))
+    spread = [b for b, copy in copies.items() if copy == (count, True)]
+    return PlacedTopic(name, count, place(count, spread, offset=topic_offset(name)))
 
 
 def plan_topic(
@@ -145,7 +159,8 @@ def plan_topic(
         assert existing is not None
         current = dict(existing.placement)
     held = max(int(status.get("partitions") or 0), len(current))
-    unsupported = list(unsupported_changes(spec, {**status, "partitions": held}))
+    unsupported = internal_topic.problems(spec)
+    unsupported += unsupported_changes(spec, {**status, "partitions": held})
     if placed_on is not None and placed_on != spec.cluster:
         unsupported.append(
             Problem(
@@ -181,6 +196,7 @@ class _Claim:
     topic: str
     placed: bool
     created: str
+    internal: bool
 
 
 def _claim(body: Mapping[str, Any]) -> _Claim | None:
@@ -196,12 +212,14 @@ def _claim(body: Mapping[str, Any]) -> _Claim | None:
         topic=str(status.get("topicName") or spec.topic_name),
         placed=bool(status.get("placement")),
         created=str((body.get("metadata") or {}).get("creationTimestamp") or ""),
+        internal=spec.internal,
     )
 
 
 def topic_taken(body: Mapping[str, Any], topics: Iterable[Mapping[str, Any]]) -> Problem | None:
     """Why ``body`` may not manage its topic: another Topic of ``topics`` (the namespace's)
-    names the same topic on the same Cluster and was placed, or created, first."""
+    names the same topic on the same Cluster and is the Cluster's internal Topic, or was
+    placed, or created, first."""
     mine = _claim(body)
     if mine is None:
         return None
@@ -210,7 +228,7 @@ def topic_taken(body: Mapping[str, Any], topics: Iterable[Mapping[str, Any]]) ->
         for c in map(_claim, topics)
         if c is not None and (c.cluster, c.topic) == (mine.cluster, mine.topic)
     ]
-    owner = min([*rivals, mine], key=lambda c: (not c.placed, c.created, c.uid))
+    owner = min([*rivals, mine], key=lambda c: (not c.internal, not c.placed, c.created, c.uid))
     if owner.uid == mine.uid:
         return None
     name = next(

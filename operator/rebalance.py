@@ -20,6 +20,7 @@ rebalance"). No I/O, no clock. The rules:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -112,6 +113,7 @@ class MoveProgress:
     lag: int | None = None
     error: str | None = None
     retries: int = 0  # how many times the operator started it again after a failure
+    throttle: int | None = None  # the receiver's pace for it now (bytes/s), when reported
 
     def to_status(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -149,6 +151,7 @@ def move_progress(
     copied = max(int(report.get("bytes_copied") or 0), before_bytes)
     lag = report.get("lag")
     error = report.get("error")
+    throttle = report.get("throttle_bytes_per_s")
     return MoveProgress(
         move,
         state,
@@ -156,7 +159,22 @@ def move_progress(
         int(lag) if isinstance(lag, int) else None,
         str(error) if error else None,
         retries,
+        int(throttle) if isinstance(throttle, int) else None,
     )
+
+
+def throttle_shares(
+    moves: Sequence[MoveProgress], per_broker: int | None
+) -> dict[PlannedMove, int | None]:
+    """Each unfinished copy's pace: ``spec.rebalance.throttleBytesPerSecond`` is what one
+    receiving broker may copy in all (as Kafka's replication throttle is per broker), split
+    evenly between the copies onto it that run or are about to (at least 1 byte/s each).
+    Switching moves copy their last bytes unthrottled and take no share."""
+    copying = [m.move for m in moves if m.state in ("pending", "copying", "failed")]
+    if per_broker is None:
+        return dict.fromkeys(copying)
+    onto = Counter(move.target for move in copying)
+    return {move: max(1, per_broker // onto[move.target]) for move in copying}
 
 
 @dataclass(frozen=True, slots=True)

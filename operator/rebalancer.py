@@ -150,9 +150,9 @@ async def drive(
         if cancelling:
             progress, message = await _cancel(brokers, progress, logger)
         else:
+            shares = rebalance.throttle_shares(progress, spec.throttle_bytes_per_s)
             progress = [
-                await _start(brokers, p, placements, spec.throttle_bytes_per_s, logger)
-                for p in progress
+                await _start(brokers, p, placements, shares.get(p.move), logger) for p in progress
             ]
             await _switch(rt, brokers, progress, placed, placements, logger)
         drained = await _drained(brokers, spec.brokers, running)
@@ -218,8 +218,11 @@ async def _start(
     throttle: int | None,
     logger: kopf.Logger,
 ) -> MoveProgress:
-    """Start a move its receiver does not run, or again after it failed (a retry)."""
+    """Start a move its receiver does not run, or again after it failed (a retry), or set
+    the pace of one copying at another (the throttle changed, or its share of it did)."""
     move = progress.move
+    if progress.state == "copying" and progress.throttle != throttle:
+        return await _rethrottle(brokers, progress, throttle, logger)
     if progress.state not in ("pending", "failed"):
         return progress
     if placements.get(move.topic, {}).get(move.partition) != move.source:
@@ -251,6 +254,22 @@ async def _start(
     return MoveProgress(
         move, started.state, started.bytes_copied, started.lag, started.error, retries
     )
+
+
+async def _rethrottle(
+    brokers: Brokers, progress: MoveProgress, throttle: int | None, logger: kopf.Logger
+) -> MoveProgress:
+    move = progress.move
+    try:
+        # Starting a running move again only sets its throttle (docs/cluster.md).
+        report = await brokers.admin(move.target).start_move(
+            move.topic, move.partition, source=move.source, throttle_bytes_per_s=throttle
+        )
+    except errors.MillstreamError as exc:
+        logger.warning("could not re-throttle %s/%d: %s", move.topic, move.partition, exc)
+        return progress
+    logger.info("move of %s/%d now copies at %s bytes/s", move.topic, move.partition, throttle)
+    return rebalance.move_progress(move, report, progress.to_status())
 
 
 async def _release(brokers: Brokers, broker: int, topic: str, partition: int) -> bool:

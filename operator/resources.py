@@ -21,6 +21,8 @@ What a Cluster named ``events`` becomes (``names(...)`` spells every name):
   of settings rolls the brokers.
 * Secret ``events-admin-token``: the token of the brokers' admin API, mounted as a file.
 * PodDisruptionBudget ``events``: at most one broker down by eviction at a time.
+* Topic ``events-group-offsets``: the groups' committed offsets, built by :mod:`.internal_topic`
+  and created once (not applied: from then on it is a Topic like the others).
 
 Every object carries the Cluster's labels and an owner reference to it, so deleting the Cluster
 deletes them (the StatefulSet's volume claims excepted, as Kubernetes keeps those).

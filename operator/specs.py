@@ -12,6 +12,10 @@ operator, or a test. Parsing checks the same types and bounds as the CRDs and ap
 defaults, so that a body without them (``spec: {}``) means what the API server would make of it.
 Fields the CRDs do not declare are refused rather than ignored: the server prunes them, so one
 that arrives here is a version mismatch, and ignoring it would silently do less than was asked.
+
+Topic names beginning with ``__`` are reserved (:mod:`millstream.internal_topics`): only the
+Topic the operator keeps for a Cluster's group offsets (:func:`is_internal_topic`) may name one,
+which :func:`.internal_topic.check_reserved_name` checks apart from parsing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ CLUSTER_NAME_MAX = 40
 TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 MAX_PARTITIONS = 10_000
 INT64_MAX = 2**63 - 1
+# Marks the Topic that the operator keeps for each Cluster's committed group offsets
+# (:mod:`.internal_topic`); with its name, it is what lets that Topic serve a reserved name.
+INTERNAL_LABEL: Final = "millstream.io/internal"
 
 # Topic settings: inclusive bounds and refused values, the same as the CRDs and as
 # broker/storage/config.py (which the operator may not import; a test compares the three).
@@ -125,6 +132,9 @@ class TopicSpec:
     replication_factor: int = 1
     config: Mapping[str, int] = field(default_factory=lambda: _frozen({}))
     deletion_policy: Policy = "Delete"
+    # The Cluster's own group-offsets Topic (:func:`is_internal_topic`), which the operator
+    # creates; it alone may name a reserved (``__``) topic.
+    internal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,17 +216,33 @@ def parse_topic(body: Mapping[str, Any]) -> TopicSpec:
         raise SpecError(where, f"{topic_name!r} cannot name a topic")
     if not TOPIC_NAME.match(topic_name):
         raise SpecError("metadata.name", "is not a topic name: set spec.topicName")
+    cluster = _cluster_ref(spec)
+    labels = (body.get("metadata") or {}).get("labels")
+    internal = isinstance(labels, Mapping) and is_internal_topic(meta.name, labels, cluster)
     parsed = TopicSpec(
         meta=meta,
-        cluster=_cluster_ref(spec),
+        cluster=cluster,
         topic_name=topic_name,
         partitions=spec.integer("partitions", 1, low=1, high=MAX_PARTITIONS),
         replication_factor=spec.integer("replicationFactor", 1, low=1, high=INT64_MAX),
         config=_topic_config(spec.object("config")),
         deletion_policy=spec.choice("deletionPolicy", "Delete", ("Delete", "Retain")),
+        internal=internal,
     )
     spec.done()
     return parsed
+
+
+def internal_topic_name(cluster: str) -> str:
+    """The name of the Topic resource that holds a Cluster's group offsets."""
+    return f"{cluster}-group-offsets"
+
+
+def is_internal_topic(name: str, labels: Mapping[str, Any], cluster: str) -> bool:
+    """Whether a Topic is its Cluster's group-offsets Topic: named for the Cluster and labelled
+    internal. Both, so that neither a label on a user's Topic nor a user's Topic of that name
+    can take a reserved name by accident; the operator creates the one Topic that has both."""
+    return name == internal_topic_name(cluster) and labels.get(INTERNAL_LABEL) == "true"
 
 
 def parse_group(body: Mapping[str, Any]) -> ConsumerGroupSpec:

@@ -7,8 +7,10 @@ startup, or deleted. The placement and every other decision come from :mod:`.pla
 
 A Topic that cannot be placed yet (no such Cluster, brokers not up or without the cluster's
 metadata, another Topic managing the same topic) gets a status that says why, and the handler
-is retried after ``retry_delay`` (a kopf TemporaryError). Deleting a Topic never waits for a
-Cluster that is gone or going: the finalizer is released, so a namespace never hangs on it.
+is retried after ``retry_delay`` (a kopf TemporaryError). One that names a reserved topic
+without being its Cluster's internal Topic (:mod:`.internal_topic`) is refused for good, in its
+status too. Deleting a Topic never waits for a Cluster that is gone or going: the finalizer is
+released, so a namespace never hangs on it; deleting the internal Topic never deletes the topic.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, NoReturn
 
 import kopf
 
-from millstream.operator import cluster_plan, plan
+from millstream.operator import cluster_plan, internal_topic, plan
 from millstream.operator.brokers import Brokers
 from millstream.operator.kube import CLUSTERS, TOPICS
 from millstream.operator.plan import PLACED_ON_ANNOTATION
@@ -39,6 +41,12 @@ async def reconcile_topic(rt: Runtime, body: Mapping[str, Any], logger: kopf.Log
     status = body.get("status") or {}
     home = placed_on(body)
     cluster_name = home or spec.cluster
+    try:
+        internal_topic.check_reserved_name(spec)
+    except SpecError as exc:
+        # Said in status too, not only in the event the handler's permanent failure posts.
+        await _write(rt, spec, internal_topic.refused_status(spec, status, exc, now=rt.now()))
+        raise
 
     async def refuse(problem: Problem, *, waits_for_people: bool = False) -> NoReturn:
         await _write(rt, spec, topic_status(spec, status, now=rt.now(), problem=problem))
@@ -132,8 +140,9 @@ async def delete_topic(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logger
     if home is None:
         return  # never placed: nothing on the brokers is this Topic's
     name = str(status.get("topicName") or spec.topic_name)
-    if spec.deletion_policy == "Retain":
-        logger.info("topic %r stays on the brokers (deletionPolicy Retain)", name)
+    if not internal_topic.deletes_from_brokers(spec):
+        why = "the internal Topic" if spec.internal else "deletionPolicy Retain"
+        logger.info("topic %r stays on the brokers (%s)", name, why)
         return
     namespace = spec.meta.namespace
     cluster = await rt.kube.get_object(API_VERSION, CLUSTERS, namespace, home)

@@ -76,11 +76,12 @@ in_pod() {
     k delete pod "$name" --wait=false >/dev/null
 }
 
+# consume_all POD COUNT [ARGS...]: read COUNT records of orders (as ARGS say), print them.
 consume_all() {
     local out
-    out=$(in_pod "$1" -- consume orders --from-beginning --max-records 3 --format json "${@:2}")
+    out=$(in_pod "$1" -- consume orders --from-beginning --max-records "$2" --format json "${@:3}")
     printf '%s\n' "$out"
-    [[ $(wc -l <<<"$out") -eq 3 ]] || die "expected the 3 records produced, got the above"
+    [[ $(wc -l <<<"$out") -eq $2 ]] || die "expected $2 records, got the above"
 }
 
 scale_to() {
@@ -141,15 +142,25 @@ up() {
     in_pod producer --command -- sh -c \
         'printf "alice:espresso\nbob:tea\ncarol:mocha\n" | millstream produce orders --key-separator :'
 
-    step "consuming them as group billing from a pod"
-    consume_all consumer --group billing
+    step "consuming them as group billing from a pod (it commits its offsets)"
+    consume_all consumer 3 --group billing
     k get consumergroups.millstream.io billing
 
-    scale_to 3
-    scale_to 2
+    scale_to 4
+    scale_to 1
 
-    step "consuming again after scaling: the records are all still there"
-    consume_all reader
+    step "producing 3 more records after scaling"
+    in_pod producer-2 --command -- sh -c \
+        'printf "dave:latte\nerin:cortado\nfrank:mocha\n" | millstream produce orders --key-separator :'
+
+    step "group billing carries on from its committed offsets: only the 3 new records"
+    local again
+    again=$(consume_all consumer-2 3 --group billing)
+    printf '%s\n' "$again"
+    grep -q alice <<<"$again" && die "group billing read alice's record again: its offsets were lost"
+
+    step "reading everything from the beginning: all 6 records are still there"
+    consume_all reader 6
 
     step "done: kubectl --context kind-$cluster --namespace $namespace get millstream"
     k get millstream

@@ -190,7 +190,8 @@ def test_operator_rights_are_least_privilege(case: str) -> None:
     managed = {"get", "list", "watch", "create", "patch", "delete"}
     assert _rules(case) == {
         ("millstream.io", "clusters"): {"get", "list", "watch", "patch"},
-        ("millstream.io", "topics"): {"get", "list", "watch", "patch"},
+        # It creates each Cluster's internal Topic (the groups' committed offsets).
+        ("millstream.io", "topics"): {"get", "list", "watch", "create", "patch"},
         ("millstream.io", "consumergroups"): {"get", "list", "watch", "patch"},
         ("millstream.io", "clusters/status"): {"get", "patch"},
         ("millstream.io", "topics/status"): {"get", "patch"},

@@ -351,12 +351,14 @@ def test_cli_invocations_parse() -> None:
     """The commands run in pods, through the image's own CLI parser."""
     produce = re.search(r"millstream (produce [^']*)'", TEXT)
     assert produce
-    consume = re.search(r'-- (consume [^"]*) "\$\{@:2\}"', TEXT)
+    consume = re.search(r'-- (consume .*?) "\$\{@:3\}"', TEXT)
     assert consume
-    extras = re.findall(r"^    consume_all \w+(.*)$", TEXT, re.MULTILINE)
-    assert len(extras) == 2
+    extras = re.findall(r"consume_all [\w-]+ (\d+)(.*)$", TEXT, re.MULTILINE)
+    assert len(extras) == 3
     commands = [shlex.split(produce.group(1))]
-    commands += [shlex.split(consume.group(1) + extra) for extra in extras]
+    commands += [
+        shlex.split(consume.group(1).replace('"$2"', count) + extra) for count, extra in extras
+    ]
     for argv in commands:
         args = build_parser().parse_args(argv)
         assert args.topic == "orders"

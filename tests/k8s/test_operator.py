@@ -15,6 +15,7 @@ its own; deleting a Cluster gets a namespace of its own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import time
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 
 from millstream.client import SyncConsumer, SyncProducer
+from millstream.internal_topics import GROUP_OFFSETS_PARTITIONS, GROUP_OFFSETS_TOPIC
 from millstream.operator.kube import object_path
 from millstream.operator.plan import PLACED_ON_ANNOTATION
 from tests.k8s.tools import helm
@@ -44,6 +46,7 @@ pytestmark = pytest.mark.k8s
 
 CLUSTER = "events"
 BROKERS = 2
+INTERNAL = f"{CLUSTER}-group-offsets"  # the Topic the operator keeps for the groups' offsets
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -94,6 +97,21 @@ class Stack:
         assert ready is not None and ready["status"] == "True", status
         return status
 
+    def placed_internal_topic(self, generation: int = 1) -> dict[str, Any]:
+        """The internal Topic's status once Ready: created with the Cluster, it says its
+        brokers are not ready (at generation 1 already) until they are."""
+
+        def probe() -> dict[str, Any] | None:
+            status = self.status("topics", INTERNAL)
+            ready = condition(status, "Ready")
+            settled = status.get("observedGeneration") == generation
+            return status if settled and ready is not None and ready["status"] == "True" else None
+
+        try:
+            return eventually(probe, "the internal Topic to be placed")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\noperator log:\n{self.operator.tail()}") from None
+
     def gone(self, path: str, what: str, timeout: float = 30.0) -> None:
         eventually(lambda: self.rest.get(path) is None, what, timeout=timeout)
 
@@ -131,6 +149,19 @@ def start_stack(
         stop_stack(stack, wait=False)
         raise
     return stack
+
+
+@contextlib.contextmanager
+def stack_of(
+    rest: KubeRest, kubeconfig: Path, root: Path, prefix: str, running: int, spec: dict[str, Any]
+) -> Iterator[Stack]:
+    """:func:`start_stack` in a fresh namespace named from ``prefix``, stopped afterwards."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    built = start_stack(rest, kubeconfig, root, namespace, running=running, spec=spec)
+    try:
+        yield built
+    finally:
+        stop_stack(built)
 
 
 def mark_ready(stack: Stack, broker: int) -> None:
@@ -237,6 +268,62 @@ def test_a_cluster_becomes_its_objects_owned_by_it(stack: Stack) -> None:
         metadata = stack.brokers.cluster(broker)
         assert metadata["broker_id"] == broker
         assert [b["url"] for b in metadata["brokers"]] == stack.brokers.urls
+
+
+# -- the internal Topic --------------------------------------------------------------------
+
+
+def test_a_cluster_keeps_its_group_offsets_topic_placed_pushed_and_fixed(stack: Stack) -> None:
+    cluster = stack.body("clusters", CLUSTER)
+    topic = eventually(lambda: stack.rest.get(stack.path("topics", INTERNAL)), "the internal Topic")
+    assert topic["metadata"]["labels"]["millstream.io/internal"] == "true"
+    assert topic["metadata"]["ownerReferences"][0]["uid"] == cluster["metadata"]["uid"]
+    assert topic["spec"]["topicName"] == GROUP_OFFSETS_TOPIC
+    assert topic["spec"]["deletionPolicy"] == "Retain"
+    assert topic["spec"]["config"]["retention.ms"] == -1  # the CRD took it as written
+
+    status = stack.placed_internal_topic()
+    placed = placement(status)
+    assert sorted(placed) == list(range(GROUP_OFFSETS_PARTITIONS))
+    assert sorted(placed.values()).count(0) == GROUP_OFFSETS_PARTITIONS // BROKERS  # spread
+    for broker in range(BROKERS):
+        listed = {t["name"]: t for t in stack.brokers.cluster(broker)["topics"]}
+        assert listed[GROUP_OFFSETS_TOPIC]["partitions"] == GROUP_OFFSETS_PARTITIONS
+        assert brokers_placement(stack, broker, GROUP_OFFSETS_TOPIC) == placed
+
+    # Its partition count is fixed: a change is refused, and the brokers keep 16 partitions.
+    stack.patch_spec("topics", INTERNAL, {"partitions": 32})
+    refused = stack.settled("topics", INTERNAL, 2)
+    unsupported = condition(refused, "NotSupported")
+    assert unsupported is not None and unsupported["reason"] == "InternalPartitionsFixed", refused
+    assert placement(refused) == placed
+    assert brokers_placement(stack, 0, GROUP_OFFSETS_TOPIC) == placed
+    stack.patch_spec("topics", INTERNAL, {"partitions": GROUP_OFFSETS_PARTITIONS})
+    stack.placed_internal_topic(generation=3)
+
+    # Deleted, it comes back (the Cluster's drift check), adopting the topic the brokers kept.
+    stack.rest.delete(stack.path("topics", INTERNAL))
+
+    def recreated() -> dict[str, Any] | None:
+        found = stack.rest.get(stack.path("topics", INTERNAL))
+        return found if found and found["metadata"]["uid"] != topic["metadata"]["uid"] else None
+
+    eventually(recreated, "the internal Topic to be created again")
+    again = stack.placed_internal_topic()
+    assert (again["topicId"], placement(again)) == (status["topicId"], placed)
+    for broker in range(BROKERS):
+        assert brokers_placement(stack, broker, GROUP_OFFSETS_TOPIC) == placed
+
+
+def test_a_user_topic_cannot_take_a_reserved_name(stack: Stack) -> None:
+    stack.create_topic("sneaky", topicName="__mine", partitions=2)
+    status = stack.settled("topics", "sneaky", 1)
+    ready = condition(status, "Ready")
+    assert ready is not None and ready["reason"] == "ReservedTopicName", status
+    assert "reserved" in ready["message"]
+    assert "placement" not in status
+    for broker in range(BROKERS):
+        assert brokers_placement(stack, broker, "__mine") is None
 
 
 # -- Topic ---------------------------------------------------------------------------------
@@ -499,12 +586,16 @@ def test_deleting_a_cluster_leaves_no_topic_holding_its_namespace(
         stack.create_topic("retained", partitions=2, deletionPolicy="Retain")
         stack.ready_topic("deleted-with-it")
         stack.ready_topic("retained")
+        stack.placed_internal_topic()
 
         rest.delete(stack.path("clusters", CLUSTER))
         stack.gone(stack.path("clusters", CLUSTER), "the Cluster to go")
         # The garbage collector follows the owner references.
         statefulset = object_path("apps/v1", "statefulsets", namespace, CLUSTER)
         stack.gone(statefulset, "the StatefulSet to be collected")
+        # The internal Topic too, whose deletion leaves the groups' offsets on the brokers.
+        stack.gone(stack.path("topics", INTERNAL), "the internal Topic to be collected")
+        assert brokers_placement(stack, 0, GROUP_OFFSETS_TOPIC) is not None
         secret = object_path("v1", "secrets", namespace, f"{CLUSTER}-admin-token")
         stack.gone(secret, "the admin Secret to be collected")
         # The Topics stay, and say their Cluster is gone once they are looked at again.

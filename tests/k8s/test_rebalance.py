@@ -3,7 +3,8 @@ standing in for its pods: scale-out moves partitions onto the new broker under a
 producer, scale-in drains the leaving broker before the StatefulSet shrinks.
 
 Three brokers run from the start (the operator reaches them through its URL override); the
-Cluster asks for two, so the third is outside the cluster until the scale-out."""
+Cluster asks for two, so the third is outside the cluster until the scale-out. The Cluster's
+internal Topic (``__group_offsets``, the groups' committed offsets) moves with the others."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import json
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,17 @@ from typing import Any
 import pytest
 
 from millstream.client import SyncConsumer, SyncProducer
+from millstream.internal_topics import GROUP_OFFSETS_PARTITIONS, GROUP_OFFSETS_TOPIC
+from millstream.operator import rebalance
 from millstream.operator.kube import object_path
 from tests.k8s.test_operator import (
     CLUSTER,
+    INTERNAL,
     Stack,
+    brokers_placement,
     mark_ready,
     placement,
-    start_stack,
-    stop_stack,
+    stack_of,
 )
 from tests.support.operator import KubeRest, eventually
 
@@ -43,13 +46,9 @@ def stack(
     chart_account: Path,
     tmp_path: Path,
 ) -> Iterator[Stack]:
-    namespace = f"rebalance-{uuid.uuid4().hex[:8]}"
     spec = {"brokers": 2, "storage": {"size": "1Gi"}, "pvcPolicy": "Delete"}
-    built = start_stack(rest, chart_account, tmp_path, namespace, running=RUNNING, spec=spec)
-    try:
+    with stack_of(rest, chart_account, tmp_path, "rebalance", RUNNING, spec) as built:
         yield built
-    finally:
-        stop_stack(built)
 
 
 class Producing:
@@ -120,6 +119,8 @@ def test_scale_out_then_in_moves_partitions_and_loses_nothing(stack: Stack) -> N
     stack.create_topic(TOPIC, partitions=6)
     before = placement(stack.ready_topic(TOPIC))
     assert set(before.values()) == {0, 1}
+    internal_before = placement(stack.placed_internal_topic())
+    assert set(internal_before.values()) == {0, 1}
 
     phases: list[str] = []
     with Producing(stack.brokers.urls[0]) as producing:
@@ -146,7 +147,18 @@ def test_scale_out_then_in_moves_partitions_and_loses_nothing(stack: Stack) -> N
     # The phases are sampled, so a short one may slip between two looks: only a failure
     # must never show.
     assert "Failed" not in phases, phases
-    assert status["movesTotal"] == 2 and status["bytesCopied"] > 0
+    # 2 of the 6 partitions of orders, 5 of the 16 of the internal topic: a balanced share.
+    moved_topics = [m["topic"] for m in status["moves"]]
+    assert sorted(moved_topics) == [GROUP_OFFSETS_TOPIC] * 5 + [TOPIC] * 2, status["moves"]
+    assert status["movesTotal"] == 7 and status["bytesCopied"] > 0
+    internal_after = placement(stack.status("topics", INTERNAL))
+    assert sorted(list(internal_after.values()).count(b) for b in range(3)) == [5, 5, 6]
+    assert all(
+        internal_after[p] == internal_before[p] for p in internal_after if internal_after[p] != 2
+    )
+    assert len(internal_after) == GROUP_OFFSETS_PARTITIONS
+    for broker in range(3):
+        assert brokers_placement(stack, broker, GROUP_OFFSETS_TOPIC) == internal_after
     after = placement(stack.status("topics", TOPIC))
     assert sorted(after.values()).count(2) == 2
     assert all(after[p] == before[p] for p in after if after[p] != 2)
@@ -167,7 +179,7 @@ def test_scale_out_then_in_moves_partitions_and_loses_nothing(stack: Stack) -> N
 
     def shrunk() -> bool:
         replicas = statefulset_replicas(stack)
-        roles = [p["role"] for p in admin_partitions(stack, 2) if p["topic"] == TOPIC]
+        roles = [p["role"] for p in admin_partitions(stack, 2)]
         seen.append((replicas, roles))
         status = rebalance_status(stack)
         phases.append(str(status.get("phase")))
@@ -185,6 +197,9 @@ def test_scale_out_then_in_moves_partitions_and_loses_nothing(stack: Stack) -> N
     assert "Failed" not in phases, phases
     final = placement(stack.status("topics", TOPIC))
     assert set(final.values()) == {0, 1}
+    internal_final = placement(stack.status("topics", INTERNAL))
+    assert sorted(internal_final.values()).count(0) == GROUP_OFFSETS_PARTITIONS // 2
+    assert brokers_placement(stack, 0, GROUP_OFFSETS_TOPIC) == internal_final
     read = read_all(stack, 6, producing.acked)
     assert all(read.get(key) == value for key, value in producing.acked.items())
     cluster = stack.brokers.cluster(0)
@@ -199,3 +214,84 @@ def test_scale_out_then_in_moves_partitions_and_loses_nothing(stack: Stack) -> N
     eventually(claim_deleted, "broker 2's volume claim to be deleted")
     kept = object_path("v1", "persistentvolumeclaims", stack.namespace, f"data-{CLUSTER}-1")
     assert stack.rest.get(kept) is not None
+
+
+def admin_moves(stack: Stack, broker: int) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        stack.brokers.urls[broker] + "/v1/admin/moves",
+        headers={"Authorization": f"Bearer {stack.brokers.token}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return list(json.loads(response.read())["moves"])
+
+
+def copying_onto(stack: Stack, broker: int) -> list[dict[str, Any]]:
+    moves = admin_moves(stack, broker)
+    return [m for m in moves if m["topic"] == TOPIC and m["state"] == "copying"]
+
+
+def annotate(stack: Stack, name: str, value: str) -> None:
+    stack.rest.merge(stack.path("clusters", CLUSTER), {"metadata": {"annotations": {name: value}}})
+
+
+def test_a_rebalance_is_throttled_per_broker_cancelled_and_requested_again(stack: Stack) -> None:
+    stack.create_topic(TOPIC, partitions=4)
+    before = placement(stack.ready_topic(TOPIC))
+    stack.placed_internal_topic()
+    values: dict[tuple[int, int], bytes] = {}
+    # One record a batch: a throttled copy paces itself between batches.
+    with SyncProducer(stack.brokers.urls[0], linger_ms=0) as producer:
+        for n in range(600):
+            value = b"%06d" % n + b"x" * 2042
+            metadata = producer.send(TOPIC, value).get()
+            values[metadata.partition, metadata.offset] = value
+
+    # Scale out so slowly that the copies of orders are still running when we look.
+    stack.patch_spec(
+        "clusters", CLUSTER, {"brokers": 3, "rebalance": {"throttleBytesPerSecond": 4000}}
+    )
+    mark_ready(stack, 2)
+    running = eventually(lambda: copying_onto(stack, 2) or None, "copies onto broker 2")
+    # The throttle is broker 2's in all, shared by the copies onto it.
+    assert sum(m["throttle_bytes_per_s"] for m in running) <= 4000, running
+
+    # A new throttle reaches the copies already running.
+    stack.patch_spec("clusters", CLUSTER, {"rebalance": {"throttleBytesPerSecond": 8000}})
+
+    def rethrottled() -> list[dict[str, Any]] | None:
+        moves = copying_onto(stack, 2)
+        total = sum(m["throttle_bytes_per_s"] for m in moves)
+        return moves if moves and 4000 < total <= 8000 else None
+
+    try:
+        eventually(rethrottled, "the running copies to take the new throttle", timeout=60)
+    except AssertionError as exc:
+        detail = f"{admin_moves(stack, 2)}\n{rebalance_status(stack)}\n{stack.operator.tail()}"
+        raise AssertionError(f"{exc}\n{detail}") from None
+
+    # Cancelled: the copies go, the partitions stay where they were and keep serving.
+    annotate(stack, rebalance.CANCEL_ANNOTATION, "first")
+
+    def cancelled() -> dict[str, Any] | None:
+        status = rebalance_status(stack)
+        moves = [m for m in status.get("moves") or () if m["topic"] == TOPIC]
+        stopped = all(m["state"] == "completed" for m in moves)  # the cancelled ones went
+        return status if status.get("cancelled") == "first" and stopped else None
+
+    eventually(cancelled, "the rebalance to be cancelled", timeout=60)
+    assert not copying_onto(stack, 2)
+    assert placement(stack.status("topics", TOPIC)) == before
+    assert read_all(stack, 4, values) == values
+
+    # Asked for again, at full speed, it completes.
+    stack.patch_spec("clusters", CLUSTER, {"rebalance": None})
+    annotate(stack, rebalance.REBALANCE_ANNOTATION, "again")
+
+    def balanced() -> dict[str, Any] | None:
+        status = rebalance_status(stack)
+        done = status.get("phase") == "Idle" and status.get("request") == "again"
+        return status if done and status.get("movesCompleted") == status.get("movesTotal") else None
+
+    eventually(balanced, "the requested rebalance to complete", timeout=90)
+    assert 2 in placement(stack.status("topics", TOPIC)).values()
+    assert read_all(stack, 4, values) == values

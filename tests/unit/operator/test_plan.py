@@ -109,12 +109,28 @@ def test_a_standalone_topic_is_held_whole_by_one_broker() -> None:
     assert plan.standalone_topic("t", {0: None, 1: placed}) is None
 
 
-def test_two_standalone_copies_go_to_the_larger_then_the_lower_id() -> None:
-    def whole(n: int) -> dict[str, Any]:
-        return {"partitions": [{"partition": p, "latest_offset": 0} for p in range(n)]}
+def whole(n: int, records: int = 1) -> dict[str, Any]:
+    return {"partitions": [{"partition": p, "latest_offset": records} for p in range(n)]}
 
+
+def test_two_standalone_copies_go_to_the_larger_then_the_lower_id() -> None:
     assert plan.standalone_topic("t", {3: whole(2), 1: whole(2)}).placement == {0: 1, 1: 1}  # type: ignore[union-attr]
     assert plan.standalone_topic("t", {3: whole(4), 1: whole(2)}).partitions == 4  # type: ignore[union-attr]
+    # A copy holding records stays whole where it is, even beside empty ones.
+    found = plan.standalone_topic("t", {0: whole(2, records=0), 1: whole(2)})
+    assert found is not None and found.placement == {0: 1, 1: 1}
+
+
+def test_empty_standalone_copies_are_spread_as_a_new_topic() -> None:
+    # Every broker of a new cluster creates the group-offsets topic while standalone.
+    empty = {b: whole(16, records=0) for b in range(3)}
+    found = plan.standalone_topic("__group_offsets", empty)
+    assert found == PlacedTopic(
+        "__group_offsets", 16, place(16, [0, 1, 2], offset=topic_offset("__group_offsets"))
+    )
+    # Over the brokers holding an empty copy of the largest size only.
+    found = plan.standalone_topic("t", {0: whole(2, records=0), 1: whole(4, records=0)})
+    assert found is not None and found.placement == dict.fromkeys(range(4), 1)
 
 
 # --- plan_topic ----------------------------------------------------------------------------

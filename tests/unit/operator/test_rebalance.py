@@ -96,6 +96,24 @@ def test_progress_from_the_receivers_reports() -> None:
     assert rebalance.move_progress(MOVE, None, None).state == "pending"
     failed = rebalance.move_progress(MOVE, {"state": "failed", "error": "boom"}, {"retries": 2})
     assert failed.error == "boom" and failed.retries == 2
+    paced = rebalance.move_progress(MOVE, {"state": "copying", "throttle_bytes_per_s": 5}, None)
+    assert paced.throttle == 5 and rebalance.move_progress(MOVE, report, None).throttle is None
+
+
+def test_a_receiving_brokers_throttle_is_shared_by_its_running_copies() -> None:
+    onto_2 = [PlannedMove("t", p, 0, 2) for p in range(3)]
+    onto_3 = PlannedMove("t", 3, 1, 3)
+    states = ["copying", "pending", "failed"]
+    moves = [MoveProgress(m, s) for m, s in zip(onto_2, states, strict=True)]
+    moves += [MoveProgress(onto_3, "copying"), MoveProgress(PlannedMove("t", 4, 0, 3), "switching")]
+    moves += [MoveProgress(PlannedMove("t", 5, 0, 2), "completed")]
+    shares = rebalance.throttle_shares(moves, 900)
+    # Three copies onto broker 2 split its 900 bytes/s; the switching and completed ones take
+    # no share, so broker 3's one copy has it all.
+    assert shares == {**dict.fromkeys(onto_2, 300), onto_3: 900}
+    assert rebalance.throttle_shares(moves, None) == {**dict.fromkeys(onto_2), onto_3: None}
+    crowded = [MoveProgress(PlannedMove("t", p, 0, 2), "copying") for p in range(5)]
+    assert set(rebalance.throttle_shares(crowded, 3).values()) == {1}  # never 0: no limit
 
 
 def test_status_round_trips_the_plan() -> None:
