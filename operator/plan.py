@@ -15,6 +15,9 @@ they answer. No I/O and no clock, so the unit tests drive every decision by hand
   Topic with deletionPolicy Retain left behind, or one a standalone broker created before it
   joined the cluster) keeps its placement, partitions and topic id. Standalone copies that
   hold no record are spread like a new topic instead (:func:`standalone_topic`).
+- **Epochs carry over.** A Topic whose status has no epoch takes the highest one the brokers
+  hold for its topic (an adopted topic that moved before): the next switch pushes one above
+  it, which the brokers take, where epoch 1 would be refused as stale forever.
 - **One Topic per topic.** When several Topic resources name the same topic on the same
   Cluster, the one already placed, else the oldest, manages it; the others are refused. The
   Cluster's internal Topic (:mod:`.internal_topic`) always manages its own.
@@ -27,7 +30,7 @@ they answer. No I/O and no clock, so the unit tests drive every decision by hand
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from millstream.client.broker_metadata import BrokerMetadata, PlacedTopic
@@ -55,8 +58,8 @@ class TopicTarget:
     placement: Mapping[int, int]
     config: Mapping[str, int]
     topic_id: str
-    # The topic epoch the push carries: the Topic's status.epoch, set by a rebalance's switch
-    # (None until a partition moved: once it is set, a push without it is refused as stale).
+    # The topic epoch the push carries: the Topic's status.epoch, set by a rebalance's switch,
+    # else the brokers' (see the module; None until a partition moved).
     epoch: int | None = None
 
     @property
@@ -104,9 +107,14 @@ def grow_placement(
 
 def existing_topic(name: str, views: Iterable[BrokerMetadata | None]) -> PlacedTopic | None:
     """The topic as the brokers' metadata has it; the copy with most partitions when they
-    disagree (a grow pushed to some brokers only)."""
+    disagree (a grow pushed to some brokers only), with the highest epoch any copy has (a
+    switch pushed to some brokers only)."""
     copies = [v.topics[name] for v in views if v is not None and name in v.topics]
-    return max(copies, key=lambda t: t.partitions, default=None)
+    if not copies:
+        return None
+    epochs = [t.epoch for t in copies if t.epoch is not None]
+    largest = max(copies, key=lambda t: t.partitions)
+    return replace(largest, epoch=max(epochs, default=None))
 
 
 def standalone_topic(name: str, described: Mapping[int, Any]) -> PlacedTopic | None:
@@ -175,15 +183,16 @@ def plan_topic(
         max(spec.partitions, held), brokers, current, offset=topic_offset(name)
     )
     topic_id = status.get("topicId") or (existing.topic_id if existing else None) or spec.meta.uid
-    epoch = status.get("epoch")
-    target = TopicTarget(
-        name,
-        placement,
-        dict(spec.config),
-        str(topic_id),
-        epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-    )
+    epoch = status_epoch(status)
+    if epoch is None and existing is not None:
+        epoch = existing.epoch
+    target = TopicTarget(name, placement, dict(spec.config), str(topic_id), epoch)
     return TopicPlan(target, tuple(unsupported), adopted)
+
+
+def status_epoch(status: Mapping[str, Any]) -> int | None:
+    epoch = status.get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 # --- which Topic manages a topic ---------------------------------------------------------------
@@ -283,14 +292,9 @@ def drift_targets(cluster: str, topics: Iterable[Mapping[str, Any]]) -> list[Top
         if topic_taken(body, all_topics) is not None:
             continue
         name = str(status.get("topicName") or spec.topic_name)
-        epoch = status.get("epoch")
         targets.append(
             TopicTarget(
-                name,
-                placement,
-                dict(spec.config),
-                str(status["topicId"]),
-                epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+                name, placement, dict(spec.config), str(status["topicId"]), status_epoch(status)
             )
         )
     return sorted(targets, key=lambda t: t.name)

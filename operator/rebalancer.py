@@ -373,7 +373,9 @@ async def _scale_in(
     logger: kopf.Logger,
 ) -> None:
     """The leaving brokers are drained: push the cluster without them to those that stay,
-    shrink the StatefulSet, and delete their claims if ``pvcPolicy`` is Delete."""
+    have them leave (they delete what was pushed to them, so a claim kept by ``pvcPolicy``
+    Retain holds nothing stale should the StatefulSet grow onto it again), shrink the
+    StatefulSet, and delete their claims if ``pvcPolicy`` is Delete."""
     namespace, name = spec.meta.namespace, spec.meta.name
     async with Brokers(
         [brokers.urls[b] for b in range(keep)], brokers.token, timeout_s=rt.settings.broker_timeout
@@ -385,6 +387,14 @@ async def _scale_in(
             + "; ".join(f"broker {b}: {m}" for b, m in sorted(report.failures.items())),
             delay=rt.settings.retry_delay,
         )
+    for broker in range(keep, running):
+        try:
+            await brokers.admin(broker).leave_cluster()
+        except errors.MillstreamError as exc:
+            raise kopf.TemporaryError(
+                f"broker {broker} has not left the cluster yet: {exc}",
+                delay=rt.settings.retry_delay,
+            ) from None
     manifests = cluster_resources(
         spec,
         default_image=rt.settings.broker_image,

@@ -233,7 +233,8 @@ def topic_status(
     if topic_id is not None or "topicId" in before:
         status["topicId"] = topic_id if topic_id is not None else before["topicId"]
     if epoch is not None or "epoch" in before:
-        # The topic epoch a rebalance's switch set: kept, only ever raised by a switch.
+        # The topic epoch a rebalance's switch set (or the brokers' one, taken on adoption):
+        # kept, only ever raised by a switch.
         status["epoch"] = epoch if epoch is not None else before["epoch"]
     applied = status.get("partitions", 0)
     updates = [_topic_ready(spec, applied, unsupported, problem)]

@@ -124,6 +124,7 @@ async def reconcile_topic(rt: Runtime, body: Mapping[str, Any], logger: kopf.Log
                 placement=None if target is None else target.placement,
                 topic_id=None if target is None else target.topic_id,
                 unsupported=decided.unsupported,
+                epoch=None if target is None else target.epoch,
             ),
         )
 

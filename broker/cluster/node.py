@@ -52,6 +52,8 @@ from millstream.internal_topics import GROUP_OFFSETS_TOPIC
 
 logger = logging.getLogger(__name__)
 
+_ACTIVE = (MoveState.COPYING, MoveState.SWITCHING)  # moves whose copy is still wanted
+
 
 class ClusterNode:
     def __init__(self, logs: LogManager, store: MetadataStore, broker_id: int | None) -> None:
@@ -150,6 +152,32 @@ class ClusterNode:
             self._commit(metadata, self.transfers.without_topic(name))
         if local:
             self._logs.delete_topic(name)
+        self._changed()
+
+    def leave(self) -> None:
+        """Leave the cluster: delete every topic the pushes put here, with what this broker
+        holds of it, and forget the metadata. Refused while the broker serves a partition or
+        copies one in (move them first). The operator calls it on a drained broker before the
+        StatefulSet removes it, so that a volume kept for it holds nothing stale if a broker
+        with its id ever joins again. Idempotent."""
+        broker_id = self._own_id()
+        if self.metadata is None:
+            return
+        busy = sorted(
+            (t.name, p) for t in self.metadata.topics.values() for p in t.hosted_by(broker_id)
+        )
+        busy += sorted(k for k, m in self.transfers.moves.items() if m.state in _ACTIVE)
+        if busy:
+            raise errors.MoveConflict(
+                f"broker {broker_id} still serves or receives {len(busy)} partition(s) "
+                f"(first {busy[0][0]}/{busy[0][1]}): move them before it leaves"
+            )
+        for name in sorted(self.metadata.topics):
+            if name in self._logs.topic_names():
+                self._logs.delete_topic(name)
+        self._store.clear()
+        self.metadata, self.transfers = None, Transfers()
+        logger.info("broker %d left the cluster: its topics and metadata are gone", broker_id)
         self._changed()
 
     def _apply(self, topic: TopicPlacement) -> None:

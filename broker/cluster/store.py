@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from millstream.broker.cluster.metadata import BrokerInfo, ClusterMetadata, TopicPlacement
 from millstream.broker.cluster.moves import Move, MoveState, Transfers
-from millstream.broker.storage.files import atomic_write
+from millstream.broker.storage.files import atomic_write, fsync_dir
 
 CLUSTER_FILE: Final = "cluster.json"
 _VERSION: Final = 2
@@ -74,6 +74,11 @@ class MetadataStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps(_encode(broker_id, metadata, transfers), indent=2, sort_keys=True)
         atomic_write(self.path, body.encode() + b"\n")
+
+    def clear(self) -> None:
+        """Forget everything stored (the broker left its cluster)."""
+        self.path.unlink(missing_ok=True)
+        fsync_dir(self.path.parent)
 
 
 def _encode(broker_id: int, metadata: ClusterMetadata, transfers: Transfers) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """Cluster metadata over HTTP: the operator's admin routes, and the public cluster view.
 
 - ``PUT /v1/admin/cluster`` ``{"epoch", "brokers": [{"id", "url"}]}``: the brokers.
+  ``DELETE /v1/admin/cluster``: leave the cluster (a drained broker about to be removed):
+  the pushed topics and the metadata are deleted here.
 - ``PUT /v1/admin/topics/{topic}`` ``{"partitions", "config", "placement": {"<p>": broker},
   "topic_id", "epoch"}``: create or alter a topic; this broker hosts the partitions placed on
   it. ``DELETE /v1/admin/topics/{topic}``: delete it.
-- ``GET /v1/cluster`` (public): the brokers, this broker's id and every topic's placement,
-  for clients to route by; ``"mode": "standalone"`` on a broker that was pushed nothing.
+- ``GET /v1/cluster`` (public): the brokers, this broker's id and every topic's placement
+  and epoch, for clients to route by and for the operator to adopt a topic with its epoch;
+  ``"mode": "standalone"`` on a broker that was pushed nothing.
 
 Admin routes check the token (:mod:`~millstream.broker.http.auth`) before they read a body;
 bodies are checked here and handed to :class:`~millstream.broker.cluster.node.ClusterNode`,
@@ -113,6 +116,17 @@ async def put_cluster(request: web.Request) -> web.Response:
     return web.json_response(cluster_view(request))
 
 
+@routes.delete("/v1/admin/cluster")
+async def leave_cluster(request: web.Request) -> web.Response:
+    request.app[ADMIN_AUTH].check(request)
+    cluster = request.app[CLUSTER]
+    names = sorted(cluster.metadata.topics) if cluster.metadata is not None else []
+    cluster.leave()
+    for name in names:
+        request.app[METRICS].forget_topic(name)
+    return web.Response(status=204)
+
+
 @routes.put("/v1/admin/topics/{topic}")
 async def put_topic(request: web.Request) -> web.Response:
     request.app[ADMIN_AUTH].check(request)
@@ -162,6 +176,7 @@ def render(metadata: ClusterMetadata) -> dict[str, Any]:
                 "partitions": t.partitions,
                 "topic_id": t.topic_id,
                 "placement": {str(p): b for p, b in enumerate(t.placement)},
+                "epoch": t.epoch,
             }
             for _, t in sorted(metadata.topics.items())
         ],

@@ -76,7 +76,14 @@ _CLUSTER_PATHS: dict[str, Any] = {
                 "200": ok("The cluster metadata now", "Cluster"),
                 **error_responses(*_ADMIN_ERRORS, "409", "503"),
             },
-        )
+        ),
+        "delete": _admin(
+            "leaveCluster",
+            "Leave the cluster: delete the pushed topics held here and forget the metadata",
+            description="For a drained broker about to be removed; refused with 409 "
+            "move_conflict while it serves or receives a partition",
+            responses={"204": {"description": "Left"}, **error_responses(*_ADMIN_ERRORS, "409")},
+        ),
     },
     "/v1/admin/topics/{topic}": {
         "parameters": [TOPIC],
@@ -245,12 +252,13 @@ def _cluster_schemas() -> dict[str, Any]:
     }
     epoch = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
     placed = obj_schema(
-        ["name", "partitions", "topic_id", "placement"],
+        ["name", "partitions", "topic_id", "placement", "epoch"],
         {
             "name": STRING,
             "partitions": INTEGER,
             "topic_id": TEXT_OR_NULL,
             "placement": placement,
+            "epoch": nullable({**epoch, "description": "Null until a push or a move sets one"}),
         },
     )
     return {

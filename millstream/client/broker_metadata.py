@@ -22,6 +22,9 @@ class PlacedTopic:
     partitions: int
     placement: Mapping[int, int]  # partition -> id of the broker that serves it
     topic_id: str | None = None
+    # The topic's epoch on the broker (a push's or a move's); None when it has none, or from a
+    # broker too old to say.
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +55,14 @@ class BrokerMetadata:
                 partitions = int(t["partitions"])
                 placement = {p: int(t["placement"][str(p)]) for p in range(partitions)}
                 topic_id = t.get("topic_id")
+                epoch = t.get("epoch")
                 name = str(t["name"])
                 topics[name] = PlacedTopic(
-                    name, partitions, placement, None if topic_id is None else str(topic_id)
+                    name,
+                    partitions,
+                    placement,
+                    None if topic_id is None else str(topic_id),
+                    None if epoch is None else int(epoch),
                 )
             return cls(broker_id, int(body["epoch"]), brokers, topics)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:

@@ -79,6 +79,10 @@ class BrokerAdmin:
         }
         return BrokerMetadata.from_json(await self._call("PUT", ADMIN_CLUSTER_PATH, body))
 
+    async def leave_cluster(self) -> None:
+        """Make a drained broker leave the cluster (it deletes what was pushed to it)."""
+        await self._call("DELETE", ADMIN_CLUSTER_PATH)
+
     async def put_topic(
         self,
         name: str,

@@ -92,6 +92,18 @@ def test_pushes_are_checked(cluster: TestCluster) -> None:
     assert (orphaned.status, orphaned.error_code) == (400, "invalid_placement")
 
 
+def test_the_cluster_view_shows_each_topics_epoch(cluster: TestCluster) -> None:
+    # The operator adopts a topic with the epoch the brokers say (docs/cluster.md).
+    placed = {"partitions": 3, "placement": round_robin(3, cluster.size), "topic_id": "id-fenced"}
+    cluster.push_all("PUT", "/v1/admin/topics/fenced", {**placed, "epoch": 4})
+    cluster.push_topic("fenced", 4)  # moves nothing, carries no epoch: the topic keeps 4
+    cluster.push_topic("unfenced", 1)
+    for url in cluster.urls:
+        topics = {t["name"]: t for t in call("GET", f"{url}/v1/cluster").json["topics"]}
+        assert (topics["fenced"]["partitions"], topics["fenced"]["epoch"]) == (4, 4)
+        assert topics["unfenced"]["epoch"] is None
+
+
 # --- serving partitions ---------------------------------------------------------------------
 
 

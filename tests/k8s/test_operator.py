@@ -301,7 +301,19 @@ def test_a_cluster_keeps_its_group_offsets_topic_placed_pushed_and_fixed(stack: 
     stack.patch_spec("topics", INTERNAL, {"partitions": GROUP_OFFSETS_PARTITIONS})
     stack.placed_internal_topic(generation=3)
 
-    # Deleted, it comes back (the Cluster's drift check), adopting the topic the brokers kept.
+    # Deleted, it comes back (the Cluster's drift check), adopting the topic the brokers kept,
+    # with its epoch: as a move leaves one (here a push that moves nothing sets it), so that
+    # the next switch pushes one above it instead of a stale 1.
+    held = {
+        "partitions": GROUP_OFFSETS_PARTITIONS,
+        "placement": {str(p): b for p, b in placed.items()},
+        "config": topic["spec"]["config"],
+        "topic_id": status["topicId"],
+        "epoch": 3,
+    }
+    for broker in range(BROKERS):
+        path = f"/v1/admin/topics/{GROUP_OFFSETS_TOPIC}"
+        assert stack.brokers.admin(broker, "PUT", path, held) == 200
     stack.rest.delete(stack.path("topics", INTERNAL))
 
     def recreated() -> dict[str, Any] | None:
@@ -311,6 +323,7 @@ def test_a_cluster_keeps_its_group_offsets_topic_placed_pushed_and_fixed(stack: 
     eventually(recreated, "the internal Topic to be created again")
     again = stack.placed_internal_topic()
     assert (again["topicId"], placement(again)) == (status["topicId"], placed)
+    assert again["epoch"] == 3
     for broker in range(BROKERS):
         assert brokers_placement(stack, broker, GROUP_OFFSETS_TOPIC) == placed
 

@@ -153,10 +153,12 @@ class StandInBrokers:
         fresh.replace(self.token_file)
         self.token = token
 
-    def get(self, broker: int, path: str) -> Any:
-        """A public GET on one broker; None for a 404."""
+    def get(self, broker: int, path: str, *, admin: bool = False) -> Any:
+        """A GET on one broker (with the operator's token if ``admin``); None for a 404."""
+        headers = {"Authorization": f"Bearer {self.token}"} if admin else {}
+        request = urllib.request.Request(self.urls[broker] + path, headers=headers)
         try:
-            with urllib.request.urlopen(self.urls[broker] + path, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:

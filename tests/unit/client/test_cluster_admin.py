@@ -24,7 +24,14 @@ def test_a_broker_of_a_cluster_lists_brokers_and_placements() -> None:
             "epoch": 3,
             "brokers": [{"id": 0, "url": "http://a"}, {"id": 1, "url": "http://b"}],
             "topics": [
-                {"name": "t", "partitions": 2, "topic_id": "x", "placement": {"0": 1, "1": 0}},
+                {
+                    "name": "t",
+                    "partitions": 2,
+                    "topic_id": "x",
+                    "placement": {"0": 1, "1": 0},
+                    "epoch": 4,
+                },
+                # From a broker too old to say its topics' epochs.
                 {"name": "u", "partitions": 1, "topic_id": None, "placement": {"0": 0}},
             ],
         }
@@ -32,7 +39,7 @@ def test_a_broker_of_a_cluster_lists_brokers_and_placements() -> None:
     assert found.managed and found.epoch == 3
     assert found.brokers == {0: "http://a", 1: "http://b"}
     assert found.topics == {
-        "t": PlacedTopic("t", 2, {0: 1, 1: 0}, "x"),
+        "t": PlacedTopic("t", 2, {0: 1, 1: 0}, "x", epoch=4),
         "u": PlacedTopic("u", 1, {0: 0}, None),
     }
 

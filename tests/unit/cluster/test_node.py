@@ -121,6 +121,26 @@ async def test_a_deleted_topic_is_gone_from_metadata_and_disk(logs: LogManager) 
         member.delete_topic("t")
 
 
+async def test_a_drained_broker_leaves_with_nothing_stale_behind(logs: LogManager) -> None:
+    member = node(logs)
+    member.put_cluster(1, BROKERS)
+    member.put_topic(TopicPlacement("t", 2, {}, (1, 0), epoch=1))
+    member.put_topic(TopicPlacement(GROUP_OFFSETS_TOPIC, 2, {}, (0, 2)))
+    with pytest.raises(errors.MoveConflict):
+        member.leave()  # it still serves t/0
+    assert member.metadata is not None and logs.topic_names() == [GROUP_OFFSETS_TOPIC, "t"]
+    member.fence("t", 0, 2, 2)  # t/0 moved to broker 2: retired here
+    member.leave()
+    assert member.metadata is None and not member.managed
+    assert logs.topic_names() == [] and not (logs.data_dir / "topics" / "t").exists()
+    assert MetadataStore(logs.data_dir).load() is None
+    member.leave()  # again: nothing to do
+    # Its volume reused by a broker of that id: it starts with nothing from before.
+    again = node(logs)
+    again.reconcile()
+    assert again.metadata is None and logs.topic_names() == []
+
+
 async def test_a_fenced_partition_stays_retired_across_a_restart(tmp_path: Path) -> None:
     logs = LogManager(tmp_path)
     logs.open()

@@ -155,6 +155,27 @@ def test_a_topic_the_brokers_hold_is_adopted_with_its_placement_and_id() -> None
     assert decided.target.partitions == 3
 
 
+def test_an_adopted_topic_takes_the_highest_epoch_the_brokers_hold() -> None:
+    # A Retain Topic deleted after a move, or the internal Topic re-created: the brokers hold
+    # the topic at epoch 3 (one of them missed the last switch), the new Topic has no status.
+    spec = parse_topic(topic({"partitions": 2}))
+    behind = PlacedTopic("example", 2, {0: 1, 1: 1}, "old-id", epoch=2)
+    switched = PlacedTopic("example", 2, {0: 1, 1: 0}, "old-id", epoch=3)
+    held = plan.existing_topic("example", [view(example=behind), view(example=switched)])
+    assert held is not None and held.epoch == 3
+    decided = plan.plan_topic(spec, None, placed_on=None, brokers=[0, 1], existing=held)
+    assert decided.adopted and decided.target is not None and decided.target.epoch == 3
+    status = topic_status(spec, None, now=NOW, placement=decided.target.placement, epoch=3)
+    assert status["epoch"] == 3  # so the next switch pushes 4, which the brokers take
+    # A status that has an epoch keeps it; a topic the brokers hold without one has none.
+    placed = placed_status({0: 1, 1: 0}, epoch=5)
+    decided = plan.plan_topic(spec, placed, placed_on="events", brokers=[0, 1], existing=held)
+    assert decided.target is not None and decided.target.epoch == 5
+    unmoved = PlacedTopic("example", 2, {0: 1, 1: 0}, "old-id")
+    decided = plan.plan_topic(spec, None, placed_on=None, brokers=[0, 1], existing=unmoved)
+    assert decided.target is not None and decided.target.epoch is None
+
+
 def test_status_wins_over_what_the_brokers_hold() -> None:
     spec = parse_topic(topic({"partitions": 2}))
     status = placed_status({0: 0, 1: 1}, topic_id="mine")
