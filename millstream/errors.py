@@ -269,3 +269,7 @@ def _registry() -> dict[str, type[MillstreamError]]:
 def for_code(code: str) -> type[MillstreamError]:
     """The error class for a wire code; unknown codes (from a newer broker) map to the root."""
     return _registry().get(code, MillstreamError)
+
+
+def is_known(code: str) -> bool:
+    return code in _registry()

@@ -164,12 +164,16 @@ class Mover:
         for key, task in self._tasks.items():
             if key not in moves:
                 task.cancel()
+        for key in [k for k in self._progress if k not in moves and k not in self._tasks]:
+            del self._progress[key]  # the move was forgotten (cancelled, or pruned when done)
         for progress in self._progress.values():
             progress.wake.set()
 
     def _ended(self, key: PartitionKey, task: asyncio.Task[None]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
+        if key not in self._node.transfers.moves:
+            self._progress.pop(key, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("the task of the move of %s/%d died", *key, exc_info=task.exception())
 

@@ -76,6 +76,15 @@ def error_from_response(status: int, body: bytes) -> errors.MillstreamError:
         error = errors.for_code(code)
         if issubclass(error, errors.Misdirected):
             return error(message, _broker_of(detail.get("broker")))
+        if not errors.is_known(code):
+            # A newer broker's code: the class its HTTP status stands for (so retries and
+            # 404 handling still work), keeping the broker's own code for the caller.
+            fallback = _CODE_FOR_STATUS.get(status, errors.MillstreamError.code)
+            if 400 <= status < 500 and status not in _CODE_FOR_STATUS:
+                fallback = errors.InvalidRequest.code
+            unknown = errors.for_code(fallback)(message)
+            unknown.code = code  # type: ignore[misc]
+            return unknown
     except (ValueError, KeyError, TypeError):
         if 400 <= status < 500:
             code = _CODE_FOR_STATUS.get(status, errors.InvalidRequest.code)

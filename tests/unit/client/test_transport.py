@@ -35,9 +35,21 @@ def test_the_broker_error_code_picks_the_class(
     assert error.message == "why"
 
 
-def test_an_unknown_code_from_a_newer_broker_is_still_an_error() -> None:
-    error = error_from_response(400, body("quota_exceeded"))
-    assert type(error) is errors.MillstreamError
+@pytest.mark.parametrize(
+    ("status", "cls", "retriable"),
+    [
+        (400, errors.InvalidRequest, False),
+        (404, errors.NotFound, False),
+        (503, errors.BrokerUnavailable, True),
+        (500, errors.MillstreamError, False),
+    ],
+)
+def test_an_unknown_code_from_a_newer_broker_keeps_its_name_and_its_status_class(
+    status: int, cls: type[errors.MillstreamError], retriable: bool
+) -> None:
+    error = error_from_response(status, body("quota_exceeded"))
+    assert type(error) is cls and error.retriable is retriable
+    assert error.code == "quota_exceeded" and error.message == "m"
 
 
 @pytest.mark.parametrize(

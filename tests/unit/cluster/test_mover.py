@@ -267,6 +267,11 @@ async def test_a_cancelled_move_leaves_nothing(pair: tuple[Broker, Broker, Local
         await until(lambda: receiver.logs.held_log("t", 0).log_end_offset > 0)
         await mover.cancel("t", 0)
         assert mover.progress(("t", 0)) is None
+        # Cancelled behind the mover's back (the node only): its progress goes all the same.
+        receiver.node.start_move("t", 0, 0, 2_000, now_ms())
+        await until(lambda: mover.progress(("t", 0)) is not None)
+        receiver.node.cancel_move("t", 0)
+        await until(lambda: mover.progress(("t", 0)) is None)
     finally:
         await mover.close()
     assert receiver.node.transfers.moves == {}
