@@ -20,10 +20,12 @@ GROUP_OFFSETS_TOPIC: Final = "__group_offsets"
 # Fixed when the topic is created: a group's partition depends on it, so it never changes.
 GROUP_OFFSETS_PARTITIONS: Final = 16
 # Kept until compacted by the broker (the latest record of a key may be arbitrarily old);
+# each commit fsynced before it is acknowledged, whatever the brokers' topic defaults say;
 # small segments so that a compaction frees space soon.
 GROUP_OFFSETS_CONFIG: Final[Mapping[str, int]] = {
     "retention.ms": -1,
     "retention.bytes": -1,
+    "flush.ms": 0,
     "segment.bytes": 16 * 1024 * 1024,
 }
 RESERVED_PREFIX: Final = "__"

@@ -15,6 +15,11 @@ What sets it apart from a user's Topic, checked here for :mod:`.plan` and :mod:`
 - Its partition count is fixed: a group's partition is a hash of its id modulo the count, so
   another count would send every group to a partition without its offsets. A spec asking for
   another count, or another topic name, is refused and nothing is pushed (:func:`problems`).
+- So are the settings that keep the offsets (:data:`FIXED_CONFIG`: no retention, so that the
+  brokers never delete a group's latest commit; ``flush.ms`` 0, so that a commit is on disk
+  before it is acknowledged, whatever the Cluster's ``topicDefaults`` say). A spec that changes
+  or removes one is refused like a partition count; ``segment.bytes`` may be tuned. Whatever
+  the spec says, the settings pushed for the topic keep them (:func:`pushed_config`).
 - Deleting it never deletes the topic from the brokers, whatever its ``deletionPolicy`` says: the
   resource is created with Retain, and a Delete put there is reported and not followed.
 - It is owned by its Cluster, so Kubernetes deletes it with the Cluster.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from millstream.internal_topics import (
@@ -51,7 +57,14 @@ Presence = Literal["missing", "present", "taken"]
 # Reasons of the problems that leave nothing to push (:data:`.plan._BLOCKING`).
 PARTITIONS_FIXED: Final = "InternalPartitionsFixed"
 NAME_FIXED: Final = "InternalTopicNameFixed"
-BLOCKING: Final = frozenset({PARTITIONS_FIXED, NAME_FIXED})
+CONFIG_FIXED: Final = "InternalConfigFixed"
+BLOCKING: Final = frozenset({PARTITIONS_FIXED, NAME_FIXED, CONFIG_FIXED})
+# Of the settings the topic is created with, those that only tune it; every other one (and
+# any added to GROUP_OFFSETS_CONFIG later) keeps the offsets and cannot change.
+_TUNABLE: Final = frozenset({"segment.bytes"})
+FIXED_CONFIG: Final[Mapping[str, int]] = MappingProxyType(
+    {k: v for k, v in GROUP_OFFSETS_CONFIG.items() if k not in _TUNABLE}
+)
 
 
 def internal_topic(spec: ClusterSpec) -> Manifest:
@@ -146,6 +159,21 @@ def problems(spec: TopicSpec) -> list[Problem]:
                 f"{spec.partitions} would lose every group's committed offsets; nothing changed",
             )
         )
+    changed = [
+        f"{k}={spec.config[k]}" if k in spec.config else f"{k} unset"
+        for k, v in FIXED_CONFIG.items()
+        if spec.config.get(k) != v
+    ]
+    if changed:
+        kept = ", ".join(f"{k}={v}" for k, v in FIXED_CONFIG.items())
+        found.append(
+            Problem(
+                CONFIG_FIXED,
+                f"{GROUP_OFFSETS_TOPIC} keeps {kept} for good: others would let the brokers "
+                "delete committed offsets or acknowledge commits before they are on disk; "
+                f"{', '.join(changed)} refused, nothing changed",
+            )
+        )
     if spec.deletion_policy == "Delete":
         found.append(
             Problem(
@@ -155,6 +183,15 @@ def problems(spec: TopicSpec) -> list[Problem]:
             )
         )
     return found
+
+
+def pushed_config(spec: TopicSpec) -> dict[str, int]:
+    """The settings pushed for a Topic: its spec's, except that the internal Topic's fixed ones
+    keep their values. The drift check and the rebalance push the status of a Topic whose
+    spec was refused; they must not push the settings refused with it."""
+    if not spec.internal:
+        return dict(spec.config)
+    return {**spec.config, **FIXED_CONFIG}
 
 
 def deletes_from_brokers(spec: TopicSpec) -> bool:

@@ -22,7 +22,9 @@ they answer. No I/O and no clock, so the unit tests drive every decision by hand
   Cluster, the one already placed, else the oldest, manages it; the others are refused. The
   Cluster's internal Topic (:mod:`.internal_topic`) always manages its own.
 - **The group-offsets Topic is a Topic.** It is placed, grown and moved like any other, except
-  that a spec changing its partition count or name pushes nothing (:mod:`.internal_topic`).
+  that a spec changing its partition count, name or the settings that keep its offsets pushes
+  nothing, and those settings are pushed as fixed whatever the spec says
+  (:mod:`.internal_topic`).
 - **The status is the metadata store.** The drift check pushes what the Topics' status records,
   never a new decision, and only for Topics whose status describes their current spec.
 """
@@ -30,7 +32,7 @@ they answer. No I/O and no clock, so the unit tests drive every decision by hand
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 from millstream.client.broker_metadata import BrokerMetadata, PlacedTopic
@@ -106,15 +108,15 @@ def grow_placement(
 
 
 def existing_topic(name: str, views: Iterable[BrokerMetadata | None]) -> PlacedTopic | None:
-    """The topic as the brokers' metadata has it; the copy with most partitions when they
-    disagree (a grow pushed to some brokers only), with the highest epoch any copy has (a
-    switch pushed to some brokers only)."""
+    """The topic as the brokers' metadata has it. When the copies disagree, the one with the
+    highest epoch (a switch pushed to some brokers only; no epoch is lowest), then the most
+    partitions (a grow pushed to some only). Its placement and epoch are taken together: an
+    older placement pushed at the newer epoch would be refused as stale by the brokers that
+    took the switch, and would record the placement from before it."""
     copies = [v.topics[name] for v in views if v is not None and name in v.topics]
     if not copies:
         return None
-    epochs = [t.epoch for t in copies if t.epoch is not None]
-    largest = max(copies, key=lambda t: t.partitions)
-    return replace(largest, epoch=max(epochs, default=None))
+    return max(copies, key=lambda t: (t.epoch is not None, t.epoch or 0, t.partitions))
 
 
 def standalone_topic(name: str, described: Mapping[int, Any]) -> PlacedTopic | None:
@@ -186,7 +188,8 @@ def plan_topic(
     epoch = status_epoch(status)
     if epoch is None and existing is not None:
         epoch = existing.epoch
-    target = TopicTarget(name, placement, dict(spec.config), str(topic_id), epoch)
+    config = internal_topic.pushed_config(spec)
+    target = TopicTarget(name, placement, config, str(topic_id), epoch)
     return TopicPlan(target, tuple(unsupported), adopted)
 
 
@@ -292,10 +295,9 @@ def drift_targets(cluster: str, topics: Iterable[Mapping[str, Any]]) -> list[Top
         if topic_taken(body, all_topics) is not None:
             continue
         name = str(status.get("topicName") or spec.topic_name)
+        config = internal_topic.pushed_config(spec)
         targets.append(
-            TopicTarget(
-                name, placement, dict(spec.config), str(status["topicId"]), status_epoch(status)
-            )
+            TopicTarget(name, placement, config, str(status["topicId"]), status_epoch(status))
         )
     return sorted(targets, key=lambda t: t.name)
 

@@ -324,8 +324,9 @@ class Mover:
 
     async def _pause(self, progress: Progress, seconds: float) -> None:
         if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wake.wait(), seconds)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: cancellable (not wait_for)
+                async with asyncio.timeout(seconds):
+                    await progress.wake.wait()
 
 
 def _needs_task(move: Move) -> bool:

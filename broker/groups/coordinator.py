@@ -32,9 +32,8 @@ import asyncio
 import contextlib
 import logging
 import re
-import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
@@ -47,10 +46,9 @@ from millstream.broker.groups.group import (
     JoinResult,
     SyncResult,
 )
+from millstream.broker.groups.offset_partitions import OffsetPartitions
 from millstream.broker.groups.offsets import CommittedOffset, OffsetStore
-from millstream.broker.storage.config import TopicConfig
 from millstream.broker.storage.log_manager import LogManager
-from millstream.broker.storage.partition_log import PartitionLog
 from millstream.consumer_protocol import PROTOCOL_TYPE, decode_assignment
 from millstream.internal_topics import (
     GROUP_OFFSETS_CONFIG,
@@ -66,8 +64,6 @@ _GROUP_ID: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 # before the answer is given up (the member then rejoins), as Kafka clients do.
 _ANSWER_MARGIN_S: Final = 5.0
 
-_LEGACY_CONFIG: Final = TopicConfig(retention_ms=-1, retention_bytes=-1)
-
 T = TypeVar("T")
 ResetTarget = Literal["earliest", "latest", "timestamp", "offsets"]
 
@@ -78,6 +74,10 @@ class GroupSettings:
     max_session_timeout_ms: int = 300_000
     max_rebalance_timeout_ms: int = 300_000
     initial_rebalance_delay_ms: int = 0
+    # The first rebalance of a group this broker takes over (its offsets partition moved here,
+    # or the broker restarted) waits this long, so that every member that was consuming has
+    # heard (its heartbeat fails) and rejoins into the same generation rather than a later one.
+    takeover_rebalance_delay_ms: int = 3_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +106,11 @@ class GroupCoordinator:
         """Replays the group-offsets partitions served here (blocking: before serving)."""
         self.settings = settings or GroupSettings()
         self._logs = logs
-        self._stores: dict[int, OffsetStore] = {}  # by partition of the group-offsets topic
+        self._partitions = OffsetPartitions(logs, self._resign)
         self._groups: dict[str, Group] = {}
         self._changed = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
-        self._follow_placement()
+        self._partitions.follow(at_once=True)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -118,36 +118,8 @@ class GroupCoordinator:
         self._clock = asyncio.get_running_loop().create_task(self._run_clock())
 
     async def adopt_legacy_offsets(self, directory: Path) -> None:
-        """Copy the offsets that brokers kept before the group-offsets topic existed (one
-        log, ``<data>/internal/group-offsets``) into the topic, then remove that log. Groups
-        coordinated elsewhere are left in it for later (their partition may come here); a
-        crash halfway leaves it to be copied again: the copy is idempotent."""
-        if not directory.exists():
-            return
-        legacy = OffsetStore(PartitionLog("legacy-group-offsets", 0, directory, _LEGACY_CONFIG))
-        left = []
-        try:
-            for group_id in legacy.groups():
-                try:
-                    store = self._store(group_id)
-                except (errors.NotCoordinator, errors.CoordinatorNotAvailable):
-                    left.append(group_id)
-                    continue
-                entries = legacy.committed(group_id).items()
-                if entries:
-                    await store.commit(
-                        group_id, [(t, p, c.offset, c.metadata) for (t, p), c in entries]
-                    )
-                await store.record_generation(group_id, legacy.generation(group_id))
-        finally:
-            await legacy.log.close()
-        if left:
-            logger.warning(
-                "%s: the offsets of %d group(s) wait for their coordinator", directory, len(left)
-            )
-            return
-        shutil.rmtree(directory)
-        logger.info("group offsets of %d group(s) moved from %s", len(legacy.groups()), directory)
+        """Adopt the offsets kept before the group-offsets topic (see :mod:`.offset_partitions`)."""
+        await self._partitions.adopt_legacy(directory)
 
     async def close(self) -> None:
         """Stop the clock; the logs are the log manager's to close."""
@@ -155,11 +127,12 @@ class GroupCoordinator:
             self._clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock
+        await self._partitions.close()
 
     async def maintain(self) -> None:
         """Housekeeping: compact each offsets partition when it is mostly dead records."""
-        for store in list(self._stores.values()):
-            if store.needs_compaction() and not store.log.closed:
+        for store in self._partitions.stores():
+            if store.needs_compaction() and not store.log.closed and not store.log.sealed:
                 await store.compact()
 
     def placement_changed(self) -> None:
@@ -169,7 +142,7 @@ class GroupCoordinator:
     async def _run_clock(self) -> None:
         while True:
             try:
-                self._follow_placement()
+                self._partitions.follow()
             except Exception:  # never stop the clock; the next tick tries again
                 logger.exception("group offsets: following the placement failed")
             now = time.monotonic()
@@ -182,8 +155,11 @@ class GroupCoordinator:
             deadlines = [g.next_deadline(now) for g in self._groups.values()]
             due = min((d for d in deadlines if d is not None), default=now + 60.0)
             self._changed.clear()
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
+            # comes as the event is set, and close() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(0.0, due - now) + 0.005)
+                async with asyncio.timeout(max(0.0, due - now) + 0.005):
+                    await self._changed.wait()
 
     # --- membership -----------------------------------------------------------------------
 
@@ -199,7 +175,7 @@ class GroupCoordinator:
             raise
         # Generations outlive restarts and moves, so a member of an ended one stays fenced.
         # One write per generation, whichever member's answer gets here first.
-        await self._store(group_id).record_generation(group_id, result.generation)
+        await _written(self._store(group_id).record_generation(group_id, result.generation))
         return result
 
     async def sync(
@@ -260,8 +236,10 @@ class GroupCoordinator:
             self._logs.check_partition(entry.topic, entry.partition)
         group = self._group(group_id, create=True)
         group.check_commit(member_id, generation, time.monotonic())
-        await self._store(group_id).commit(
-            group_id, [(e.topic, e.partition, e.offset, e.metadata) for e in entries]
+        await _written(
+            self._store(group_id).commit(
+                group_id, [(e.topic, e.partition, e.offset, e.metadata) for e in entries]
+            )
         )
 
     def committed(
@@ -303,7 +281,8 @@ class GroupCoordinator:
                 for t, p in self._targets(group_id, topics)
             ]
         if not dry_run and plan:
-            await store.commit(group_id, [(e.topic, e.partition, e.offset, "") for e in plan])
+            entries = [(e.topic, e.partition, e.offset, "") for e in plan]
+            await _written(store.commit(group_id, entries))
         return plan
 
     def _targets(self, group_id: str, topics: Iterable[str] | None) -> list[tuple[str, int]]:
@@ -337,7 +316,7 @@ class GroupCoordinator:
 
     def group_ids(self) -> list[str]:
         """The groups coordinated here."""
-        stored = {g for store in self._stores.values() for g in store.groups()}
+        stored = {g for store in self._partitions.stores() for g in store.groups()}
         return sorted(set(self._groups) | stored)
 
     def describe(self, group_id: str) -> dict[str, Any]:
@@ -396,7 +375,7 @@ class GroupCoordinator:
         """A deleted topic's committed offsets go too, or a new topic of the same name would
         start from them (as Kafka drops them). Each broker drops them from the partitions it
         serves."""
-        for store in list(self._stores.values()):
+        for store in self._partitions.stores():
             await store.forget_topic(topic)
 
     async def delete(self, group_id: str) -> None:
@@ -407,7 +386,7 @@ class GroupCoordinator:
         if group is not None:
             group.mark_dead()  # refused while members are live
             del self._groups[group_id]
-        await store.delete_group(group_id)
+        await _written(store.delete_group(group_id))
 
     def lag(
         self, group_id: str, owners: Mapping[tuple[str, int], str] | None = None
@@ -440,52 +419,11 @@ class GroupCoordinator:
     # --- inside ---------------------------------------------------------------------------
 
     def _store(self, group_id: str) -> OffsetStore:
-        """The store of the group's partition; raises NotCoordinator when it is not served
-        here, CoordinatorNotAvailable when it is not served anywhere yet."""
         check_group_id(group_id)
-        try:
-            partitions = self._logs.topic(GROUP_OFFSETS_TOPIC).partitions
-        except errors.UnknownTopic:
-            raise errors.CoordinatorNotAvailable(
-                "the group-offsets topic does not exist yet (the operator creates it)"
-            ) from None
-        partition = group_offsets_partition(group_id, partitions)
-        log = self._served_log(partition)
-        if log is None:
-            raise errors.NotCoordinator(
-                f"group {group_id!r} is not coordinated by this broker: partition {partition} "
-                f"of {GROUP_OFFSETS_TOPIC} is not served here"
-            )
-        store = self._stores.get(partition)
-        if store is None or store.log is not log:
-            self._follow_placement()
-            store = self._stores[partition]
-        return store
-
-    def _served_log(self, partition: int) -> PartitionLog | None:
-        try:
-            log = self._logs.log(GROUP_OFFSETS_TOPIC, partition)
-        except errors.MillstreamError:  # placed elsewhere, moving here, or not there
-            return None
-        return None if log.closed or log.sealed else log
-
-    def _follow_placement(self) -> None:
-        """Load the stores of partitions that came here; give up the groups of those gone."""
-        try:
-            partitions = self._logs.topic(GROUP_OFFSETS_TOPIC).partitions
-        except errors.UnknownTopic:
-            partitions = 0
-        served = {p: log for p in range(partitions) if (log := self._served_log(p)) is not None}
-        for partition, store in list(self._stores.items()):
-            if served.get(partition) is not store.log:
-                self._resign(partition, partitions)
-        for partition, log in served.items():
-            if partition not in self._stores:
-                self._stores[partition] = OffsetStore(log)
-                logger.info("coordinating the groups of %s", log.name)
+        return self._partitions.store_for(group_id)
 
     def _resign(self, partition: int, partitions: int) -> None:
-        del self._stores[partition]
+        """The partition left: give up its groups (their members find the new coordinator)."""
         gone = errors.NotCoordinator(
             f"partition {partition} of {GROUP_OFFSETS_TOPIC} left this broker: find the "
             "group's coordinator again"
@@ -494,7 +432,6 @@ class GroupCoordinator:
             if not partitions or group_offsets_partition(group_id, partitions) == partition:
                 group.abandon(gone)
                 del self._groups[group_id]
-        logger.info("no longer coordinating the groups of %s-%d", GROUP_OFFSETS_TOPIC, partition)
 
     def _group(self, group_id: str, create: bool = False) -> Group:
         store = self._store(group_id)
@@ -502,10 +439,13 @@ class GroupCoordinator:
         if group is None:
             if not create and group_id not in store.groups():
                 raise errors.UnknownMember(f"group {group_id!r} has no members; join it first")
+            delay_ms = self.settings.initial_rebalance_delay_ms
+            if store.take_over(group_id):
+                delay_ms = max(delay_ms, self.settings.takeover_rebalance_delay_ms)
             group = Group(
                 group_id,
                 generation=store.generation(group_id),
-                initial_rebalance_delay_s=self.settings.initial_rebalance_delay_ms / 1000,
+                initial_rebalance_delay_s=delay_ms / 1000,
             )
             self._groups[group_id] = group
         return group
@@ -513,6 +453,15 @@ class GroupCoordinator:
     def _forget_if_unused(self, group: Group) -> None:
         if group.state is GroupState.EMPTY and not group.members:
             del self._groups[group.group_id]
+
+
+async def _written(write: Awaitable[None]) -> None:
+    """Await a write to an offsets partition. One sealed meanwhile (it is moving to another
+    broker) refuses it as not served; to the group's members that means not coordinated."""
+    try:
+        await write
+    except errors.NotLeader as exc:
+        raise errors.NotCoordinator(f"{exc.message}: find the group's coordinator again") from None
 
 
 def _decode(assignment: bytes) -> list[tuple[str, int]]:

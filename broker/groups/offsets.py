@@ -49,6 +49,7 @@ from millstream.records import BatchBuilder, check_batches, decode_batch, iter_b
 logger = logging.getLogger(__name__)
 
 _REPLAY_CHUNK = 4 * MIB
+_STEP_CHUNK = 256 * 1024  # a few milliseconds of decoding between two looks at the loop
 # Well under the log's max.message.bytes (a record is at most ~30 KiB: 4096 characters of
 # metadata, JSON-escaped).
 _COMPACT_BATCH_BYTES = 1 * MIB
@@ -70,9 +71,12 @@ class _GroupOffsets:
 
 
 class OffsetStore:
-    def __init__(self, log: PartitionLog, *, compact_min_bytes: int = 16 * MIB) -> None:
-        """Replay ``log`` (blocking file reads). It is compacted once it is over
-        ``compact_min_bytes`` and mostly dead records."""
+    def __init__(
+        self, log: PartitionLog, *, compact_min_bytes: int = 16 * MIB, replay: bool = True
+    ) -> None:
+        """Replay ``log`` (blocking file reads; :meth:`load` yields to the event loop as it
+        goes). It is compacted once it is over ``compact_min_bytes`` and mostly dead
+        records."""
         self.log = log
         self._compact_min_bytes = compact_min_bytes
         self._groups: dict[str, _GroupOffsets] = {}
@@ -85,10 +89,28 @@ class OffsetStore:
         self._writable = asyncio.Event()  # cleared while a compaction writes its snapshot
         self._writable.set()
         self._snapshot_at = log.log_start_offset  # the records before are dead or repeated
-        replayed = self._replay()
+        self._taken_over: set[str] = set()
+        if replay:
+            self._replayed(sum(self._replay(_REPLAY_CHUNK)))
+
+    @classmethod
+    async def load(cls, log: PartitionLog, **options: int) -> OffsetStore:
+        """Replay ``log`` a small chunk at a time, letting the event loop serve in between
+        (a partition that a move brings while the broker serves)."""
+        store = cls(log, replay=False, **options)
+        count = 0
+        for replayed in store._replay(_STEP_CHUNK):
+            count += replayed
+            await asyncio.sleep(0)
+        store._replayed(count)
+        return store
+
+    def _replayed(self, count: int) -> None:
+        # Groups that had members under an earlier coordinator (or before a restart).
+        self._taken_over = {g for g, stored in self._groups.items() if stored.generation[1]}
         logger.info(
             "group offsets %s: replayed %d record(s), %d group(s), %d committed offset(s)",
-            *(log.name, replayed, len(self._groups)),
+            *(self.log.name, count, len(self._groups)),
             sum(len(g.offsets) for g in self._groups.values()),
         )
 
@@ -103,6 +125,14 @@ class OffsetStore:
         if stored is None:
             return {}
         return {tp: entry for tp, (_, entry) in sorted(stored.offsets.items())}
+
+    def take_over(self, group: str) -> bool:
+        """Whether ``group`` had a generation when this store was loaded and is only now
+        being picked up here (True once per group)."""
+        if group in self._taken_over:
+            self._taken_over.discard(group)
+            return True
+        return False
 
     def generation(self, group: str) -> int:
         stored = self._groups.get(group)
@@ -210,17 +240,20 @@ class OffsetStore:
                 records.append((key, json.dumps(value).encode()))
         return records
 
-    def _replay(self) -> int:
-        offset, end, count = self.log.log_start_offset, self.log.high_watermark, 0
+    def _replay(self, chunk: int) -> Iterator[int]:
+        """Apply the log from its start, ``chunk`` bytes at a time; yields the records each
+        chunk held."""
+        offset, end = self.log.log_start_offset, self.log.high_watermark
         while offset < end:
-            data = self.log.read(offset, _REPLAY_CHUNK)
+            data = self.log.read(offset, chunk)
+            count = 0
             for info in iter_batches(data):
                 for record in decode_batch(data, info.position):
                     if record.offset >= offset:
                         self._apply(record.key, record.value, record.offset)
                         count += 1
                 offset = info.last_offset + 1
-        return count
+            yield count
 
     def _apply(self, raw_key: bytes | None, raw_value: bytes | None, log_offset: int) -> None:
         try:

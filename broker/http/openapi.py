@@ -207,6 +207,9 @@ _RECORD_PATHS: dict[str, Any] = {
 
 _GROUP = param("group", "path", "Group id", ref("GroupId"))
 _CONFLICT = "409"  # the member must rejoin: unknown_member, illegal_generation, ...
+# Every group route: 503 coordinator_not_available (in a cluster, the group's offsets partition
+# is not placed yet or is being moved or loaded here), or the disk failed.
+_UNAVAILABLE = "503"
 
 
 def _group_call(
@@ -217,7 +220,7 @@ def _group_call(
             "summary": summary,
             "operationId": operation_id,
             "requestBody": {"required": True, "content": json_content(body)},
-            "responses": {**ok, **error_responses("400", *errors, _MISDIRECTED)},
+            "responses": {**ok, **error_responses("400", *errors, _MISDIRECTED, _UNAVAILABLE)},
         }
     }
 
@@ -239,7 +242,7 @@ _GROUP_PATHS: dict[str, Any] = {
             "operationId": "describeGroup",
             "responses": {
                 "200": ok("The group", "Group"),
-                **error_responses("400", "404", _MISDIRECTED),
+                **error_responses("400", "404", _MISDIRECTED, _UNAVAILABLE),
             },
         },
         "delete": {
@@ -247,7 +250,7 @@ _GROUP_PATHS: dict[str, Any] = {
             "operationId": "deleteGroup",
             "responses": {
                 **_NO_CONTENT,
-                **error_responses("400", "404", _CONFLICT, _MISDIRECTED, "503"),
+                **error_responses("400", "404", _CONFLICT, _MISDIRECTED, _UNAVAILABLE),
             },
         },
     },
@@ -259,7 +262,6 @@ _GROUP_PATHS: dict[str, Any] = {
             "JoinRequest",
             {"200": ok("Joined a generation", "JoinResult")},
             _CONFLICT,
-            "503",
         ),
     },
     "/v1/groups/{group}/sync": {
@@ -303,7 +305,7 @@ _GROUP_PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": ok("Offsets", "CommittedOffsets"),
-                **error_responses("400", _MISDIRECTED),
+                **error_responses("400", _MISDIRECTED, _UNAVAILABLE),
             },
         },
         **_group_call(
@@ -313,7 +315,6 @@ _GROUP_PATHS: dict[str, Any] = {
             _NO_CONTENT,
             "404",
             _CONFLICT,
-            "503",
         ),
     },
     "/v1/groups/{group}/offsets/reset": {
@@ -325,7 +326,6 @@ _GROUP_PATHS: dict[str, Any] = {
             {"200": ok("The offsets, reset or (dry run) planned", "OffsetResetResult")},
             "404",
             _CONFLICT,
-            "503",
         ),
     },
 }

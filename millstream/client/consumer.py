@@ -278,8 +278,9 @@ class Consumer:
             if remaining <= 0:
                 return []
             self._data.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._data.wait(), remaining)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: cancellable (not wait_for)
+                async with asyncio.timeout(remaining):
+                    await self._data.wait()
 
     def _raise_errors(self) -> list[ConsumerRecord]:
         for state in self._states.values():

@@ -227,7 +227,7 @@ async def test_a_move_from_a_source_without_the_partition_fails_and_starts_again
     mover.start()
     try:
         receiver.node.start_move("u", 0, None, None, now_ms())
-        await until(lambda: receiver.node.move("u", 0).state is MoveState.FAILED)
+        await until(lambda: receiver.node.move("u", 0).state is MoveState.FAILED, timeout=30)
         assert "'u'" in (receiver.node.move("u", 0).error or "")
         # Not at the first refusal: a source just started may not know the topic yet.
         progress = mover.progress(("u", 0))

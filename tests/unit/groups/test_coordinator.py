@@ -6,14 +6,17 @@ comes back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from millstream import errors
 from millstream.broker.groups.coordinator import (
     GroupCoordinator,
+    GroupSettings,
     OffsetEntry,
     ensure_offsets_topic,
 )
@@ -30,6 +33,7 @@ from millstream.internal_topics import (
 )
 
 ALL = range(GROUP_OFFSETS_PARTITIONS)
+T = TypeVar("T")
 
 
 def request(member_id: str = "") -> JoinRequest:
@@ -60,6 +64,17 @@ async def joined(coordinator: GroupCoordinator, group: str) -> tuple[str, int]:
         result = await coordinator.join(group, request(result.member_id))
     await coordinator.sync(group, result.member_id, result.generation, {result.member_id: b""})
     return result.member_id, result.generation
+
+
+async def eventually(call: Callable[[], T], timeout: float = 5.0) -> T:
+    """``call()`` once it stops answering coordinator_not_available."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except errors.CoordinatorNotAvailable:
+            assert time.monotonic() < deadline, "still loading"
+            await asyncio.sleep(0.01)
 
 
 def place(logs: LogManager, hosted: set[int], held: set[int] = set()) -> None:  # noqa: B006
@@ -107,7 +122,10 @@ async def test_groups_are_given_up_when_their_partition_leaves_and_resumed_when_
     assert "g" not in coordinator.group_ids()
 
     place(logs, set(ALL))  # served here again (as when a move onto this broker completes)
-    assert coordinator.committed("g")[("t", 1)].offset == 42
+    with pytest.raises(errors.CoordinatorNotAvailable):
+        coordinator.committed("g")  # its offsets are being loaded, a chunk at a time
+    committed = await eventually(lambda: coordinator.committed("g"))
+    assert committed[("t", 1)].offset == 42
     assert coordinator.describe("g")["generation"] == generation
     with pytest.raises(errors.UnknownMember):  # the old member rejoins ...
         coordinator.heartbeat("g", member, generation)
@@ -142,3 +160,74 @@ async def test_offsets_kept_before_the_topic_existed_are_moved_into_it(
     assert coordinator.committed("old")[("t", 0)].metadata == "m"
     assert coordinator.describe("old")["generation"] == 5
     await coordinator.adopt_legacy_offsets(legacy_dir)  # nothing left: nothing done
+
+
+async def test_legacy_offsets_wait_for_their_partition_and_never_go_back(
+    tmp_path: Path, logs: LogManager, coordinator: GroupCoordinator
+) -> None:
+    here, away = (
+        "old-here",
+        next(
+            f"old-{i}"
+            for i in range(100)
+            if group_offsets_partition(f"old-{i}", GROUP_OFFSETS_PARTITIONS)
+            != group_offsets_partition("old-here", GROUP_OFFSETS_PARTITIONS)
+        ),
+    )
+    gone = group_offsets_partition(away, GROUP_OFFSETS_PARTITIONS)
+    place(logs, set(ALL) - {gone})  # away's partition is served by another broker
+    coordinator.placement_changed()
+    legacy_dir = tmp_path / "internal" / "group-offsets"
+    legacy = OffsetStore(PartitionLog("legacy", 0, legacy_dir, TopicConfig(retention_ms=-1)))
+    for group in (here, away):
+        await legacy.commit(group, [("t", 0, 100, "")])
+    await legacy.log.close()
+
+    await coordinator.adopt_legacy_offsets(legacy_dir)
+    assert coordinator.committed(here)[("t", 0)].offset == 100
+    assert legacy_dir.exists()  # away's offsets wait for its partition
+    await coordinator.commit(here, "", -1, [OffsetEntry("t", 0, 5000)])
+    # A restart adopts again: what was adopted is not copied back over newer commits.
+    await coordinator.adopt_legacy_offsets(legacy_dir)
+    assert coordinator.committed(here)[("t", 0)].offset == 5000
+
+    place(logs, set(ALL))  # away's partition comes here: adopted once it is loaded
+    coordinator.placement_changed()
+    adopted = await eventually(lambda: coordinator.committed(away))
+    assert adopted[("t", 0)].offset == 100
+    await eventually(lambda: not legacy_dir.exists() or pytest.fail("kept"), 5.0)
+
+
+async def test_a_group_taken_over_waits_for_all_its_members_before_its_first_rebalance(
+    logs: LogManager,
+) -> None:
+    ensure_offsets_topic(logs)
+    first = GroupCoordinator(logs)
+    first.start()
+    await joined(first, "g")
+    await first.close()
+    # Another coordinator (a restart, or the partition moved): the group had a generation.
+    settings = GroupSettings(takeover_rebalance_delay_ms=500)
+    second = GroupCoordinator(logs, settings)
+    second.start()
+    try:
+        started = time.monotonic()
+        a = asyncio.ensure_future(second.join("g", request()))
+        await asyncio.sleep(0.2)  # the other member rejoins a little later
+        b = asyncio.ensure_future(second.join("g", request()))
+        results = await asyncio.gather(a, b)
+        assert time.monotonic() - started >= 0.45
+        assert results[0].generation == results[1].generation  # one rebalance, not two
+    finally:
+        await second.close()
+
+
+async def test_close_right_after_a_group_change_does_not_hang(logs: LogManager) -> None:
+    # The clock waits for a change with a timeout; a cancellation arriving as the change is
+    # signalled must still stop it (asyncio.wait_for in 3.11 could swallow it).
+    ensure_offsets_topic(logs)
+    for n in range(5):
+        coordinator = GroupCoordinator(logs)
+        coordinator.start()
+        await joined(coordinator, f"g{n}")  # a new group each time: no takeover wait
+        await asyncio.wait_for(coordinator.close(), 5)

@@ -1,6 +1,7 @@
 """millstream.operator.internal_topic: the Topic each Cluster keeps for its groups' committed
-offsets, the reserved names no other Topic may take, its fixed partition count, and that the
-placement, drift and rebalance decisions treat it as an ordinary Topic."""
+offsets, the reserved names no other Topic may take, its fixed partition count and
+offset-keeping settings, and that the placement, drift and rebalance decisions treat it as an
+ordinary Topic."""
 
 from __future__ import annotations
 
@@ -216,6 +217,61 @@ def test_the_internal_topics_name_cannot_change() -> None:
     spec = parse_topic(internal_body(topicName="offsets"))
     assert reasons(spec) == [internal_topic.NAME_FIXED]
     assert plan.plan_topic(spec, None, placed_on=None, brokers=[0], existing=None).target is None
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"retention.ms": 86_400_000}, "retention.ms=86400000"),  # kubectl edit
+        ({"retention.bytes": 1 << 30}, "retention.bytes=1073741824"),
+        ({"flush.ms": 1000}, "flush.ms=1000"),
+        ({"retention.ms": None}, "retention.ms unset"),  # the broker's default would apply
+        ({"flush.ms": None}, "flush.ms unset"),  # the Cluster's topicDefaults would apply
+    ],
+)
+def test_the_internal_topics_offset_keeping_settings_cannot_change(
+    change: dict[str, int | None], said: str
+) -> None:
+    config = {**GROUP_OFFSETS_CONFIG, **change}
+    spec = parse_topic(internal_body(config={k: v for k, v in config.items() if v is not None}))
+    assert reasons(spec) == [internal_topic.CONFIG_FIXED]
+    status = placed(internal_body(), dict.fromkeys(range(GROUP_OFFSETS_PARTITIONS), 0))["status"]
+    decided = plan.plan_topic(spec, status, placed_on="events", brokers=[0, 1], existing=None)
+    assert decided.target is None  # nothing pushed, like a partition count
+    [problem] = decided.unsupported
+    assert problem.reason == internal_topic.CONFIG_FIXED
+    assert said in problem.message and "committed offsets" in problem.message
+
+
+def test_the_internal_topic_is_created_durable_and_kept_for_good() -> None:
+    assert dict(internal_topic.FIXED_CONFIG) == {
+        "retention.ms": -1,
+        "retention.bytes": -1,
+        "flush.ms": 0,
+    }
+    config = internal_topic.internal_topic(CLUSTER)["spec"]["config"]
+    assert {k: config[k] for k in internal_topic.FIXED_CONFIG} == internal_topic.FIXED_CONFIG
+
+
+def test_the_internal_topics_segment_size_may_be_tuned() -> None:
+    config = {**GROUP_OFFSETS_CONFIG, "segment.bytes": 64 * 1024 * 1024, "segment.ms": 3_600_000}
+    spec = parse_topic(internal_body(config=config))
+    assert reasons(spec) == []
+    decided = plan.plan_topic(spec, None, placed_on=None, brokers=[0, 1], existing=None)
+    assert decided.target is not None and decided.target.config == config
+
+
+def test_the_drift_check_never_pushes_a_refused_setting() -> None:
+    # The refused spec's status still describes it (observedGeneration), so the drift check
+    # and the rebalance push the Topic; they push the settings that keep the offsets.
+    tuned = {"retention.ms": 3_600_000, "flush.ms": 5000, "segment.bytes": 4 * 1024 * 1024}
+    refused = internal_body(config=tuned)
+    [target] = plan.drift_targets("events", [placed(refused, {0: 0})])
+    assert target.config == {**internal_topic.FIXED_CONFIG, "segment.bytes": 4 * 1024 * 1024}
+    # A user's Topic pushes its settings as they are.
+    mine = user_topic("orders", config={"retention.ms": 3_600_000, "flush.ms": 5000})
+    [target] = plan.drift_targets("events", [placed(mine, {0: 0})])
+    assert target.config == {"retention.ms": 3_600_000, "flush.ms": 5000}
 
 
 def test_deleting_the_internal_topic_never_deletes_the_offsets() -> None:

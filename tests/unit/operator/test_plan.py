@@ -101,6 +101,21 @@ def test_the_copy_with_most_partitions_is_the_existing_topic() -> None:
     assert plan.existing_topic("u", [view(t=small)]) is None
 
 
+def test_the_copy_with_the_highest_epoch_is_the_existing_topic_whole() -> None:
+    # A switch pushed to some brokers only: the others keep the placement from before it, at
+    # the older epoch, even if they hold more partitions (a grow they took and it missed).
+    before = PlacedTopic("t", 3, {0: 0, 1: 0, 2: 1}, "id", epoch=2)
+    switched = PlacedTopic("t", 2, {0: 1, 1: 0}, "id", epoch=3)
+    unmoved = PlacedTopic("t", 4, dict.fromkeys(range(4), 0), "id")
+    views = [view(t=before), view(t=switched), view(t=unmoved)]
+    assert plan.existing_topic("t", views) == switched
+    assert plan.existing_topic("t", list(reversed(views))) == switched
+    # No epoch is lower than any; among equal epochs, the most partitions.
+    assert plan.existing_topic("t", [view(t=unmoved), view(t=before)]) == before
+    grown = PlacedTopic("t", 3, {0: 1, 1: 0, 2: 1}, "id", epoch=3)
+    assert plan.existing_topic("t", [view(t=switched), view(t=grown)]) == grown
+
+
 def test_a_standalone_topic_is_held_whole_by_one_broker() -> None:
     whole = {"partitions": [{"partition": p, "latest_offset": 3} for p in range(3)]}
     placed = {"partitions": [{"partition": 0, "broker": 1, "latest_offset": None}]}
@@ -162,9 +177,10 @@ def test_an_adopted_topic_takes_the_highest_epoch_the_brokers_hold() -> None:
     behind = PlacedTopic("example", 2, {0: 1, 1: 1}, "old-id", epoch=2)
     switched = PlacedTopic("example", 2, {0: 1, 1: 0}, "old-id", epoch=3)
     held = plan.existing_topic("example", [view(example=behind), view(example=switched)])
-    assert held is not None and held.epoch == 3
+    assert held == switched  # the placement that epoch was set for, with it
     decided = plan.plan_topic(spec, None, placed_on=None, brokers=[0, 1], existing=held)
     assert decided.adopted and decided.target is not None and decided.target.epoch == 3
+    assert decided.target.placement == {0: 1, 1: 0}
     status = topic_status(spec, None, now=NOW, placement=decided.target.placement, epoch=3)
     assert status["epoch"] == 3  # so the next switch pushes 4, which the brokers take
     # A status that has an epoch keeps it; a topic the brokers hold without one has none.
