@@ -300,6 +300,15 @@ def test_a_cluster_keeps_its_group_offsets_topic_placed_pushed_and_fixed(stack: 
     assert brokers_placement(stack, 0, GROUP_OFFSETS_TOPIC) == placed
     stack.patch_spec("topics", INTERNAL, {"partitions": GROUP_OFFSETS_PARTITIONS})
     stack.placed_internal_topic(generation=3)
+    # Nor can its retention: the brokers keep the fixed settings.
+    stack.patch_spec("topics", INTERNAL, {"config": {"retention.ms": 60_000}})
+    refused = stack.settled("topics", INTERNAL, 4)
+    unsupported = condition(refused, "NotSupported")
+    assert unsupported is not None and unsupported["reason"] == "InternalConfigFixed", refused
+    held_config = stack.brokers.get(0, f"/v1/topics/{GROUP_OFFSETS_TOPIC}")["config"]
+    assert held_config["retention.ms"] == -1 and held_config["flush.ms"] == 0
+    stack.patch_spec("topics", INTERNAL, {"config": {"retention.ms": -1}})
+    stack.placed_internal_topic(generation=5)
 
     # Deleted, it comes back (the Cluster's drift check), adopting the topic the brokers kept,
     # with its epoch: as a move leaves one (here a push that moves nothing sets it), so that
