@@ -388,8 +388,15 @@ async def _scale_in(
             delay=rt.settings.retry_delay,
         )
     for broker in range(keep, running):
+        admin = brokers.admin(broker)
         try:
-            await brokers.admin(broker).leave_cluster()
+            # Every move from it completed (it would be kept otherwise): its retired copies
+            # are needed no more.
+            held = (await admin.partitions())["partitions"]
+            for row in held:
+                if row.get("role") == "retired":
+                    await admin.release_partition(row["topic"], row["partition"])
+            await admin.leave_cluster()
         except errors.MillstreamError as exc:
             raise kopf.TemporaryError(
                 f"broker {broker} has not left the cluster yet: {exc}",

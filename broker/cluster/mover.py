@@ -46,6 +46,7 @@ from millstream.broker.cluster.node import ClusterNode
 from millstream.broker.cluster.throttle import Throttle, chunk_bytes
 from millstream.broker.storage.log_manager import LogManager
 from millstream.records import BatchInfo, check_batch, now_ms
+from millstream.waits import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,10 @@ class Mover:
             return
         moves = self._node.transfers.moves
         for key, move in moves.items():
-            if key not in self._tasks and _needs_task(move):
+            running = self._tasks.get(key)
+            # A task that ended but whose done callback has not run yet counts as none: the
+            # move may have been started again in between (a failed one, say).
+            if (running is None or running.done()) and _needs_task(move):
                 task = asyncio.get_running_loop().create_task(self._run(key), name=f"move {key}")
                 self._tasks[key] = task
                 task.add_done_callback(functools.partial(self._ended, key))
@@ -324,9 +328,7 @@ class Mover:
 
     async def _pause(self, progress: Progress, seconds: float) -> None:
         if seconds > 0:
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: cancellable (not wait_for)
-                async with asyncio.timeout(seconds):
-                    await progress.wake.wait()
+            await wait_event(progress.wake, seconds)
 
 
 def _needs_task(move: Move) -> bool:

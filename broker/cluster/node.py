@@ -156,10 +156,10 @@ class ClusterNode:
 
     def leave(self) -> None:
         """Leave the cluster: delete every topic the pushes put here, with what this broker
-        holds of it, and forget the metadata. Refused while the broker serves a partition or
-        copies one in (move them first). The operator calls it on a drained broker before the
-        StatefulSet removes it, so that a volume kept for it holds nothing stale if a broker
-        with its id ever joins again. Idempotent."""
+        holds of it, and forget the metadata. Refused while the broker serves a partition,
+        copies one in, or keeps a retired copy (move or release them first). The operator
+        calls it on a drained broker before the StatefulSet removes it, so that a volume kept
+        for it holds nothing stale if a broker with its id ever joins again. Idempotent."""
         broker_id = self._own_id()
         if self.metadata is None:
             return
@@ -167,10 +167,13 @@ class ClusterNode:
             (t.name, p) for t in self.metadata.topics.values() for p in t.hosted_by(broker_id)
         )
         busy += sorted(k for k, m in self.transfers.moves.items() if m.state in _ACTIVE)
+        # A retired copy may be what a switching receiver still copies its tail from: only
+        # whoever knows the move completed (the operator) releases it, before the broker goes.
+        busy += sorted(self.transfers.retired)
         if busy:
             raise errors.MoveConflict(
-                f"broker {broker_id} still serves or receives {len(busy)} partition(s) "
-                f"(first {busy[0][0]}/{busy[0][1]}): move them before it leaves"
+                f"broker {broker_id} still serves, receives or keeps retired {len(busy)} "
+                f"partition(s) (first {busy[0][0]}/{busy[0][1]}): move or release them first"
             )
         for name in sorted(self.metadata.topics):
             if name in self._logs.topic_names():

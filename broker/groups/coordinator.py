@@ -56,6 +56,7 @@ from millstream.internal_topics import (
     GROUP_OFFSETS_TOPIC,
     group_offsets_partition,
 )
+from millstream.waits import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -155,17 +156,17 @@ class GroupCoordinator:
             deadlines = [g.next_deadline(now) for g in self._groups.values()]
             due = min((d for d in deadlines if d is not None), default=now + 60.0)
             self._changed.clear()
-            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
-            # comes as the event is set, and close() would then wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, due - now) + 0.005):
-                    await self._changed.wait()
+            await wait_event(self._changed, max(0.0, due - now) + 0.005)
 
     # --- membership -----------------------------------------------------------------------
 
     async def join(self, group_id: str, request: JoinRequest) -> JoinResult:
         self._check_timeouts(request)
         group = self._group(group_id, create=True)
+        if self._store(group_id).take_over(group_id):
+            # Taken over (see GroupSettings): only a join spends it, whoever came first.
+            takeover_s = self.settings.takeover_rebalance_delay_ms / 1000
+            group.initial_rebalance_delay_s = max(group.initial_rebalance_delay_s, takeover_s)
         future = group.join(request, time.monotonic())
         self._changed.set()
         try:
@@ -439,13 +440,10 @@ class GroupCoordinator:
         if group is None:
             if not create and group_id not in store.groups():
                 raise errors.UnknownMember(f"group {group_id!r} has no members; join it first")
-            delay_ms = self.settings.initial_rebalance_delay_ms
-            if store.take_over(group_id):
-                delay_ms = max(delay_ms, self.settings.takeover_rebalance_delay_ms)
             group = Group(
                 group_id,
                 generation=store.generation(group_id),
-                initial_rebalance_delay_s=delay_ms / 1000,
+                initial_rebalance_delay_s=self.settings.initial_rebalance_delay_ms / 1000,
             )
             self._groups[group_id] = group
         return group

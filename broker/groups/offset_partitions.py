@@ -58,6 +58,8 @@ class OffsetPartitions:
         self._stores: dict[int, OffsetStore] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._legacy: Path | None = None
+        # One adoption at a time: each opens the old log, and two writers must never share it.
+        self._adopting = asyncio.Lock()
 
     # --- lookups --------------------------------------------------------------------------
 
@@ -132,10 +134,11 @@ class OffsetPartitions:
     async def _load(self, partition: int, log: PartitionLog) -> None:
         try:
             store = await OffsetStore.load(log)
+            # Adopted before the store is used, so no member reads or commits in between.
+            await self._adopt_legacy_into(store)
             if self._served_log(partition) is log:  # still here
                 self._stores[partition] = store
                 logger.info("coordinating the groups of %s", log.name)
-                await self._adopt_legacy_into(store)
         except Exception:
             logger.exception("group offsets: loading %s failed; the next look tries again", log)
         finally:
@@ -163,19 +166,27 @@ class OffsetPartitions:
         if directory.exists():
             self._legacy = directory
             for store in self.stores():
-                await self._adopt_legacy_into(store)
+                try:
+                    await self._adopt_legacy_into(store)
+                except errors.MillstreamError as exc:  # the partition left meanwhile
+                    logger.warning("group offsets: not adopted into %s: %s", store.log.name, exc)
 
     async def _adopt_legacy_into(self, store: OffsetStore) -> None:
+        async with self._adopting:
+            await self._adopt_legacy_locked(store)
+
+    async def _adopt_legacy_locked(self, store: OffsetStore) -> None:
         directory = self._legacy
-        if directory is None:
-            return
+        if directory is None or self._served_log(store.log.partition) is not store.log:
+            return  # nothing left to adopt, or the partition left meanwhile
         partitions = self.partitions()
-        legacy = OffsetStore(PartitionLog("legacy-group-offsets", 0, directory, _LEGACY_CONFIG))
+        log = PartitionLog("legacy-group-offsets", 0, directory, _LEGACY_CONFIG)
         try:
+            legacy = OffsetStore(log)
             mine = [
                 g
                 for g in legacy.groups()
-                if self._stores.get(group_offsets_partition(g, partitions)) is store
+                if group_offsets_partition(g, partitions) == store.log.partition
             ]
             for group_id in mine:
                 have = store.committed(group_id)
@@ -187,10 +198,11 @@ class OffsetPartitions:
                 if missing:
                     await store.commit(group_id, missing)
                 await store.record_generation(group_id, legacy.generation(group_id))
+                store.mark_taken_over(group_id)
                 await legacy.delete_group(group_id)  # adopted: never copied again
             left = len(legacy.groups())
         finally:
-            await legacy.log.close()
+            await log.close()
         if mine:
             logger.info("group offsets of %d group(s) adopted from %s", len(mine), directory)
         if not left:

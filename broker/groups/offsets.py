@@ -126,6 +126,10 @@ class OffsetStore:
             return {}
         return {tp: entry for tp, (_, entry) in sorted(stored.offsets.items())}
 
+    def mark_taken_over(self, group: str) -> None:
+        """``group`` came from elsewhere (adopted offsets): :meth:`take_over` says so once."""
+        self._taken_over.add(group)
+
     def take_over(self, group: str) -> bool:
         """Whether ``group`` had a generation when this store was loaded and is only now
         being picked up here (True once per group)."""

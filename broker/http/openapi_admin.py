@@ -81,7 +81,7 @@ _CLUSTER_PATHS: dict[str, Any] = {
             "leaveCluster",
             "Leave the cluster: delete the pushed topics held here and forget the metadata",
             description="For a drained broker about to be removed; refused with 409 "
-            "move_conflict while it serves or receives a partition",
+            "move_conflict while it serves, receives or keeps a retired copy of a partition",
             responses={"204": {"description": "Left"}, **error_responses(*_ADMIN_ERRORS, "409")},
         ),
     },

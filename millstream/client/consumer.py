@@ -17,7 +17,6 @@ turn before it collects records.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -30,6 +29,7 @@ from millstream.client.fetcher import Fetcher, OffsetReset
 from millstream.client.models import DEFAULT_URL, ConsumerRecord, GroupMetadata, TopicPartition
 from millstream.client.partition_state import PartitionState
 from millstream.client.transport import Transport
+from millstream.waits import wait_event
 
 if TYPE_CHECKING:
     from millstream.client.coordinator import ConsumerCoordinator, RebalanceCallback
@@ -278,9 +278,7 @@ class Consumer:
             if remaining <= 0:
                 return []
             self._data.clear()
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: cancellable (not wait_for)
-                async with asyncio.timeout(remaining):
-                    await self._data.wait()
+            await wait_event(self._data, remaining)
 
     def _raise_errors(self) -> list[ConsumerRecord]:
         for state in self._states.values():

@@ -204,13 +204,16 @@ async def test_a_group_taken_over_waits_for_all_its_members_before_its_first_reb
     ensure_offsets_topic(logs)
     first = GroupCoordinator(logs)
     first.start()
-    await joined(first, "g")
+    member, generation = await joined(first, "g")
     await first.close()
     # Another coordinator (a restart, or the partition moved): the group had a generation.
     settings = GroupSettings(takeover_rebalance_delay_ms=500)
     second = GroupCoordinator(logs, settings)
     second.start()
     try:
+        with pytest.raises(errors.UnknownMember):  # an old member's heartbeat comes first ...
+            second.heartbeat("g", member, generation)
+        await asyncio.sleep(0.05)  # ... and its empty group is forgotten: the wait is not
         started = time.monotonic()
         a = asyncio.ensure_future(second.join("g", request()))
         await asyncio.sleep(0.2)  # the other member rejoins a little later
