@@ -79,20 +79,20 @@ def error_from_response(status: int, body: bytes) -> errors.MillstreamError:
         if not errors.is_known(code):
             # A newer broker's code: the class its HTTP status stands for (so retries and
             # 404 handling still work), keeping the broker's own code for the caller.
-            fallback = _CODE_FOR_STATUS.get(status, errors.MillstreamError.code)
-            if 400 <= status < 500 and status not in _CODE_FOR_STATUS:
-                fallback = errors.InvalidRequest.code
-            unknown = errors.for_code(fallback)(message)
+            unknown = errors.for_code(_code_for_status(status))(message)
             unknown.code = code  # type: ignore[misc]
             return unknown
     except (ValueError, KeyError, TypeError):
-        if 400 <= status < 500:
-            code = _CODE_FOR_STATUS.get(status, errors.InvalidRequest.code)
-        else:
-            code = _CODE_FOR_STATUS.get(status, errors.MillstreamError.code)
+        code = _code_for_status(status)
         text = body[:200].decode("utf-8", "replace").strip()
         message = f"HTTP {status}" + (f": {text}" if text else "")
     return errors.for_code(code)(message)
+
+
+def _code_for_status(status: int) -> str:
+    """The code of the error an HTTP status stands for, when the body does not say one we know."""
+    default = errors.InvalidRequest.code if 400 <= status < 500 else errors.MillstreamError.code
+    return _CODE_FOR_STATUS.get(status, default)
 
 
 def _broker_of(body: Any) -> errors.BrokerAddress | None:
