@@ -1,17 +1,22 @@
 """Moving partitions between real broker processes, as the operator will drive it: under a
 running producer and consumer group (every acknowledged record consumed at its offset), with
 the receiver killed -9 mid-copy, cancelled, throttled, switched while the source is down (the
-receiver fences it when it is back), and a failed move reported and started again."""
+receiver fences it when it is back), and a failed move reported and started again, by the
+broker and by the operator's own step over a move."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from millstream.client import Consumer, Producer
+from millstream.operator import rebalance, rebalancer
+from millstream.operator.brokers import Brokers
+from millstream.operator.rebalance import MoveProgress, PlannedMove
 from millstream.records import BatchBuilder, iter_batches
 from tests.support.cluster import TestCluster
 from tests.support.http import call
@@ -298,6 +303,37 @@ def test_a_failed_move_is_reported_and_can_start_again(cluster: TestCluster) -> 
     assert (conflict.status, conflict.error_code) == (409, "move_conflict")
     assert start_move(cluster, receiver, topic, 0).status == 200  # the same move
     assert cluster.admin("DELETE", receiver, f"/v1/admin/moves/{topic}/0").status == 204
+
+
+async def test_the_operator_reports_a_failed_move_and_starts_it_again(
+    cluster: TestCluster,
+) -> None:
+    """The operator's pass over one move (follow it on its receiver, start it if it is not
+    running or failed) against the real brokers."""
+    topic = "operator-retry"
+    place(cluster, topic, {"0": 0}, epoch=1, urls=cluster.urls[1:])  # the source lacks it
+    move, placements = PlannedMove(topic, 0, source=0, target=1), {topic: {0: 0}}
+    logger = logging.getLogger("test-operator")
+    async with Brokers(cluster.urls, cluster.token, timeout_s=5) as brokers:
+        pending = MoveProgress(move, "pending")
+        started = await rebalancer._start(brokers, pending, placements, None, logger)
+        assert started.state == "copying" and started.retries == 0
+        deadline = time.monotonic() + 30
+        failed = started
+        while failed.state != "failed":
+            assert time.monotonic() < deadline, failed
+            await asyncio.sleep(0.2)
+            failed = await rebalancer._follow(brokers, move, failed.to_status(), placements)
+        # Reported: the receiver's error, and the phase the Cluster's status then shows.
+        assert failed.error is not None and topic in failed.error
+        assert rebalance.phase([failed], brokers=3, running=3, drained=True) == "Failed"
+        assert failed.to_status()["error"] == failed.error
+
+        place(cluster, topic, {"0": 0}, epoch=1, urls=cluster.urls[:1])  # the cause is gone
+        retried = await rebalancer._start(brokers, failed, placements, None, logger)
+        assert retried.retries == 1 and retried.state != "failed"
+    wait_move(cluster, cluster.urls[1], topic, 0, in_sync)
+    assert cluster.admin("DELETE", cluster.urls[1], f"/v1/admin/moves/{topic}/0").status == 204
 
 
 def test_a_topic_acknowledged_before_fsync_moves_whole(cluster: TestCluster) -> None:
