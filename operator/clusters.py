@@ -34,9 +34,10 @@ from millstream.operator.status import Problem
 
 async def reconcile_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logger) -> None:
     """Apply everything the Cluster becomes, push its metadata to the brokers, write status."""
-    spec = parse_cluster(body)
-    namespace, name = spec.meta.namespace, spec.meta.name
+    namespace, name = _identity(body)
     async with rt.lock(namespace, name):
+        body = await _latest(rt, body)
+        spec = parse_cluster(body)
         # A token that exists is kept: the brokers already read it from the mounted Secret.
         token = await rt.admin_token(namespace, name) or secrets.token_urlsafe(32)
         topics = await rt.kube.list_objects(API_VERSION, TOPICS, namespace)
@@ -72,9 +73,10 @@ async def reconcile_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.L
 async def check_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logger) -> None:
     """Refresh the Cluster's status from its StatefulSet and bring its brokers back to what
     the Topics' status says."""
-    spec = parse_cluster(body)
-    namespace, name = spec.meta.namespace, spec.meta.name
+    namespace, name = _identity(body)
     async with rt.lock(namespace, name):
+        body = await _latest(rt, body)
+        spec = parse_cluster(body)
         topics = await rt.kube.list_objects(API_VERSION, TOPICS, namespace)
         statefulset = await rt.kube.get_object(
             "apps/v1", "statefulsets", namespace, names(name).statefulset
@@ -93,6 +95,20 @@ async def check_cluster(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logge
             return  # the Cluster's own handler has not created the Secret yet
         await _sync(rt, spec, token, max(replicas, running), topics, logger)
         await rebalancer.drive(rt, spec, body, token, topics, logger)
+
+
+def _identity(body: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = body.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+async def _latest(rt: Runtime, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The Cluster as the API server has it now (``body`` if it is gone). Read under the
+    Cluster's lock: the body a handler was given may predate the last pass's status, and a
+    status that still lists the moves off a drained broker would count it back in, grow the
+    StatefulSet again and push the cluster with it to the brokers."""
+    namespace, name = _identity(body)
+    return await rt.kube.get_object(API_VERSION, CLUSTERS, namespace, name) or body
 
 
 async def _keep_internal_topic(

@@ -64,13 +64,16 @@ class Kube:
         self._api = api
 
     @classmethod
-    async def connect(cls) -> Kube:
-        """In a pod, its service account; elsewhere the kubeconfig (``$KUBECONFIG``)."""
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """In a pod, its service account; elsewhere the kubeconfig (``kubeconfig``, by default
+        ``$KUBECONFIG``)."""
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            await config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            await config.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration
+            )  # type: ignore[no-untyped-call]
         return cls(client.ApiClient(configuration))
 
     async def close(self) -> None:

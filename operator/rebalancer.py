@@ -31,7 +31,7 @@ from millstream.operator.plan import PLACED_ON_ANNOTATION, TopicTarget
 from millstream.operator.rebalance import MoveProgress, PlannedMove, Progress
 from millstream.operator.resources import cluster_resources, names
 from millstream.operator.runtime import Runtime
-from millstream.operator.specs import API_VERSION, ClusterSpec, SpecError, parse_topic
+from millstream.operator.specs import ClusterSpec, SpecError, parse_topic
 from millstream.operator.status import Problem, topic_status
 
 
@@ -96,10 +96,9 @@ async def drive(
     topics: Sequence[Mapping[str, Any]],
     logger: kopf.Logger,
 ) -> Progress | None:
-    """One pass of the Cluster's rebalance (see the module); the progress it wrote."""
+    """One pass of the Cluster's rebalance (see the module); the progress it wrote. ``body``
+    is the Cluster as read under its lock, after the last pass wrote its status."""
     namespace, name = spec.meta.namespace, spec.meta.name
-    # Read again under the lock: the last pass's status may not have reached the event yet.
-    body = await rt.kube.get_object(API_VERSION, CLUSTERS, namespace, name) or body
     status = body.get("status") or {}
     previous = status.get("rebalance") or {}
     annotations = (body.get("metadata") or {}).get("annotations") or {}

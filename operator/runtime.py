@@ -37,8 +37,8 @@ class Runtime:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._pdb: PdbApiVersion | None = None
 
-    async def open(self) -> None:
-        self._kube = await Kube.connect()
+    async def open(self, kubeconfig: str | None = None) -> None:
+        self._kube = await Kube.connect(kubeconfig)
 
     async def close(self) -> None:
         if self._kube is not None:

@@ -19,6 +19,7 @@ import pytest
 from millstream.client import SyncConsumer, SyncProducer
 from millstream.internal_topics import GROUP_OFFSETS_PARTITIONS, GROUP_OFFSETS_TOPIC
 from millstream.operator import rebalance
+from millstream.operator.clusters import check_cluster, reconcile_cluster
 from millstream.operator.kube import object_path
 from tests.k8s.test_operator import (
     CLUSTER,
@@ -210,6 +211,18 @@ def test_scale_out_then_in_moves_partitions_and_loses_nothing(stack: Stack) -> N
     eventually(claim_deleted, "broker 2's volume claim to be deleted")
     kept = object_path("v1", "persistentvolumeclaims", stack.namespace, f"data-{CLUSTER}-1")
     assert stack.rest.get(kept) is not None
+
+    # A handler given the Cluster as it was before the scale-in's last status (a StatefulSet
+    # event read it, then waited for the lock) must not count broker 2 back in.
+    stale = stack.body("clusters", CLUSTER)
+    for row in stale["status"]["rebalance"]["moves"]:
+        row["state"] = "copying"
+    with stack.operator.paused():
+        for handler in (check_cluster, reconcile_cluster):
+            stack.operator.run_handler(handler, stale)
+            assert [b["id"] for b in stack.brokers.cluster(0)["brokers"]] == [0, 1], handler
+            assert stack.brokers.cluster(2)["mode"] == "standalone", handler
+            assert statefulset_replicas(stack) == 2, handler
 
 
 def admin_moves(stack: Stack, broker: int) -> list[dict[str, Any]]:

@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
 import signal
 import ssl
@@ -23,16 +26,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from millstream.operator.kube import object_path
+from millstream.operator.runtime import Runtime
+from millstream.operator.settings import OperatorSettings
 from tests.support.broker import BrokerProcess
 from tests.support.cluster import start_brokers
 from tests.support.kube import KubeControlPlane, free_port
 
 T = TypeVar("T")
+Handler = Callable[[Runtime, Mapping[str, Any], logging.Logger], Awaitable[None]]
 CUSTOM = "millstream.io/v1alpha1"
 
 
@@ -237,6 +243,31 @@ class OperatorProcess:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the operator did not come up in {timeout:.0f}s:\n{self.tail()}")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The operator stopped (SIGSTOP) for the block, then resumed: nothing it does can
+        hide or undo what the block does."""
+        assert self.proc is not None and self.proc.poll() is None, "the operator is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def run_handler(self, handler: Handler, body: Mapping[str, Any]) -> None:
+        """One handler (``reconcile_cluster``, ``check_cluster``...) run here, in-process, as
+        this operator would run it: same account, same broker URLs, settings as its flags."""
+
+        async def run() -> None:
+            runtime = Runtime(OperatorSettings(broker_urls=tuple(self.broker_urls), retry_delay=1))
+            await runtime.open(str(self.kubeconfig))
+            try:
+                await handler(runtime, body, logging.getLogger("millstream.operator.test"))
+            finally:
+                await runtime.close()
+
+        asyncio.run(run())
 
     def stop(self) -> None:
         if self.proc is None:
