@@ -282,12 +282,13 @@ async def _switch(
     rt: Runtime,
     brokers: Brokers,
     progress: list[MoveProgress],
-    placed: Mapping[str, Any],
+    placed: dict[str, _Topic],
     placements: dict[str, dict[int, int]],
     logger: kopf.Logger,
 ) -> None:
     """Switch the in-sync partitions: the Topic's status first, then the push to every
-    broker (the receiver fences the source whichever order they get it in)."""
+    broker (the receiver fences the source whichever order they get it in). ``placed`` and
+    ``placements`` follow, so the rest of the pass pushes nothing older."""
     epochs = {t: p.target.epoch for t, p in placed.items()}
     for switch in rebalance.switches(progress, placements, epochs):
         topic = placed[switch.topic]
@@ -312,6 +313,7 @@ async def _switch(
             topic.target.topic_id,
             switch.epoch,
         )
+        placed[switch.topic] = _Topic({**body, "status": status}, target)
         failed = await brokers.push_topic(target)
         for index, p in enumerate(progress):
             if p.move in switch.moves:

@@ -38,15 +38,9 @@ def placed_on(body: Mapping[str, Any]) -> str | None:
 async def reconcile_topic(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logger) -> None:
     spec = parse_topic(body)
     namespace = spec.meta.namespace
-    status = body.get("status") or {}
     home = placed_on(body)
     cluster_name = home or spec.cluster
-    try:
-        internal_topic.check_reserved_name(spec)
-    except SpecError as exc:
-        # Said in status too, not only in the event the handler's permanent failure posts.
-        await _write(rt, spec, internal_topic.refused_status(spec, status, exc, now=rt.now()))
-        raise
+    status: Mapping[str, Any] = body.get("status") or {}
 
     async def refuse(problem: Problem, *, waits_for_people: bool = False) -> NoReturn:
         await _write(rt, spec, topic_status(spec, status, now=rt.now(), problem=problem))
@@ -55,19 +49,26 @@ async def reconcile_topic(rt: Runtime, body: Mapping[str, Any], logger: kopf.Log
         delay = max(settings.retry_delay, settings.drift_interval) if waits_for_people else None
         raise kopf.TemporaryError(problem.message, delay=delay or settings.retry_delay)
 
-    cluster = await rt.kube.get_object(API_VERSION, CLUSTERS, namespace, cluster_name)
-    if cluster is None or cluster["metadata"].get("deletionTimestamp"):
-        problem = Problem("ClusterNotFound", f"no Cluster {cluster_name!r} in {namespace}")
-        await refuse(problem, waits_for_people=True)
-    cluster_spec = parse_cluster(cluster)
+    # All of it under the Cluster's lock, from what is read there: since the event that called
+    # this was read, a rebalance may have switched partitions (placement and epoch, which a
+    # status written from the event would set back) and the Cluster may have changed.
     async with rt.lock(namespace, cluster_name):
         topics = await rt.kube.list_objects(API_VERSION, TOPICS, namespace)
-        # The status as it is now, under the Cluster's lock: a rebalance may have switched
-        # partitions (placement and epoch) since the event that called this was read.
         status = next(
             (t.get("status") or {} for t in topics if t["metadata"].get("uid") == spec.meta.uid),
             status,
         )
+        try:
+            internal_topic.check_reserved_name(spec)
+        except SpecError as exc:
+            # Said in status too, not only in the event the handler's permanent failure posts.
+            await _write(rt, spec, internal_topic.refused_status(spec, status, exc, now=rt.now()))
+            raise
+        cluster = await rt.kube.get_object(API_VERSION, CLUSTERS, namespace, cluster_name)
+        if cluster is None or cluster["metadata"].get("deletionTimestamp"):
+            problem = Problem("ClusterNotFound", f"no Cluster {cluster_name!r} in {namespace}")
+            await refuse(problem, waits_for_people=True)
+        cluster_spec = parse_cluster(cluster)
         taken = plan.topic_taken(body, topics)
         if taken is not None:
             await refuse(taken, waits_for_people=True)
@@ -146,12 +147,12 @@ async def delete_topic(rt: Runtime, body: Mapping[str, Any], logger: kopf.Logger
         logger.info("topic %r stays on the brokers (%s)", name, why)
         return
     namespace = spec.meta.namespace
-    cluster = await rt.kube.get_object(API_VERSION, CLUSTERS, namespace, home)
-    if cluster is None or cluster["metadata"].get("deletionTimestamp"):
-        logger.info("Cluster %r is gone: nothing to delete topic %r from", home, name)
-        return
-    cluster_spec = parse_cluster(cluster)
     async with rt.lock(namespace, home):
+        cluster = await rt.kube.get_object(API_VERSION, CLUSTERS, namespace, home)
+        if cluster is None or cluster["metadata"].get("deletionTimestamp"):
+            logger.info("Cluster %r is gone: nothing to delete topic %r from", home, name)
+            return
+        cluster_spec = parse_cluster(cluster)
         topics = await rt.kube.list_objects(API_VERSION, TOPICS, namespace)
         if plan.topic_taken(body, topics) is not None:
             return  # another Topic manages that topic: it is not this one's to delete

@@ -33,6 +33,8 @@ from millstream.client import SyncConsumer, SyncProducer
 from millstream.internal_topics import GROUP_OFFSETS_PARTITIONS, GROUP_OFFSETS_TOPIC
 from millstream.operator.kube import object_path
 from millstream.operator.plan import PLACED_ON_ANNOTATION
+from millstream.operator.specs import SpecError
+from millstream.operator.topics import reconcile_topic
 from tests.k8s.tools import helm
 from tests.support.operator import (
     KubeRest,
@@ -346,6 +348,29 @@ def test_a_user_topic_cannot_take_a_reserved_name(stack: Stack) -> None:
     assert "placement" not in status
     for broker in range(BROKERS):
         assert brokers_placement(stack, broker, "__mine") is None
+
+
+def test_a_topic_refused_from_an_old_event_keeps_the_placement_as_it_is_now(stack: Stack) -> None:
+    # The handler's event was read before a rebalance switched the partitions: what it writes
+    # comes from the Topic as read under the Cluster's lock, not from the event.
+    stack.create_topic("switched", partitions=2)
+    now = placement(stack.ready_topic("switched"))
+    stale = stack.body("topics", "switched")
+    stale["status"]["placement"] = [
+        {"partition": p, "replicas": [(b + 1) % BROKERS]} for p, b in now.items()
+    ]
+    stale["spec"]["topicName"] = "__switched"  # refused, before anything else is read
+    with stack.operator.paused():
+        with pytest.raises(SpecError, match="reserved"):
+            stack.operator.run_handler(reconcile_topic, stale)
+        refused = stack.status("topics", "switched")
+        ready = condition(refused, "Ready")
+        assert ready is not None and ready["reason"] == "ReservedTopicName", refused
+        assert placement(refused) == now
+        stack.operator.run_handler(reconcile_topic, stack.body("topics", "switched"))
+    assert placement(stack.ready_topic("switched")) == now
+    for broker in range(BROKERS):
+        assert brokers_placement(stack, broker, "switched") == now
 
 
 # -- Topic ---------------------------------------------------------------------------------
