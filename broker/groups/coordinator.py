@@ -14,8 +14,11 @@ A group belongs to one partition of the group-offsets topic
 while the log manager serves that partition here. When the partition comes here (at start, or
 a move completes) its store is replayed; when it goes (moved away, or deleted) the groups of
 that partition are given up: their pending answers fail with ``not_coordinator``, and their
-members find the new coordinator, which has every committed offset and the generation, and
-rejoin there. :meth:`GroupCoordinator.placement_changed` makes the clock task look at once.
+members find the new coordinator, which has every committed offset and the generation. It
+also has the membership of a Stable group (:mod:`.membership`, stored when a generation's
+assignment is complete and cleared when the group empties), so those members carry on in
+their generation; the members of a group taken over in the middle of a rebalance rejoin.
+:meth:`GroupCoordinator.placement_changed` makes the clock task look at once.
 
 A standalone broker creates the group-offsets topic itself (:func:`ensure_offsets_topic`); in
 a cluster the operator places it, and until then groups are ``coordinator_not_available``.
@@ -36,9 +39,10 @@ import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
 from millstream import errors
+from millstream.broker.groups import membership, resets, views
 from millstream.broker.groups.group import (
     Group,
     GroupState,
@@ -49,7 +53,6 @@ from millstream.broker.groups.group import (
 from millstream.broker.groups.offset_partitions import OffsetPartitions
 from millstream.broker.groups.offsets import CommittedOffset, OffsetStore
 from millstream.broker.storage.log_manager import LogManager
-from millstream.consumer_protocol import PROTOCOL_TYPE, decode_assignment
 from millstream.internal_topics import (
     GROUP_OFFSETS_CONFIG,
     GROUP_OFFSETS_PARTITIONS,
@@ -66,7 +69,6 @@ _GROUP_ID: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _ANSWER_MARGIN_S: Final = 5.0
 
 T = TypeVar("T")
-ResetTarget = Literal["earliest", "latest", "timestamp", "offsets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +77,10 @@ class GroupSettings:
     max_session_timeout_ms: int = 300_000
     max_rebalance_timeout_ms: int = 300_000
     initial_rebalance_delay_ms: int = 0
-    # The first rebalance of a group this broker takes over (its offsets partition moved here,
-    # or the broker restarted) waits this long, so that every member that was consuming has
-    # heard (its heartbeat fails) and rejoins into the same generation rather than a later one.
+    # The first rebalance of a group this broker takes over without its membership (its
+    # offsets partition moved here, or the broker restarted, in the middle of a rebalance)
+    # waits this long, so that every member that was consuming has heard (its heartbeat
+    # fails) and rejoins into the same generation rather than a later one.
     takeover_rebalance_delay_ms: int = 3_000
 
 
@@ -111,6 +114,7 @@ class GroupCoordinator:
         self._groups: dict[str, Group] = {}
         self._changed = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()  # memberships cleared in the background
         self._partitions.follow(at_once=True)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -128,6 +132,8 @@ class GroupCoordinator:
             self._clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock
+        if self._writes:
+            await asyncio.wait(self._writes)
         await self._partitions.close()
 
     async def maintain(self) -> None:
@@ -150,6 +156,7 @@ class GroupCoordinator:
             for group in list(self._groups.values()):
                 try:
                     group.tick(now)
+                    self._note_if_emptied(group)
                     self._forget_if_unused(group)
                 except Exception:  # one group's bug must not stop every group's clock
                     logger.exception("group %s: tick failed", group.group_id)
@@ -173,6 +180,7 @@ class GroupCoordinator:
             result = await self._answer(group, future)
         except errors.RebalanceInProgress:
             group.abandon_join(future, time.monotonic())
+            self._note_if_emptied(group)
             raise
         # Generations outlive restarts and moves, so a member of an ended one stays fenced.
         # One write per generation, whichever member's answer gets here first.
@@ -189,7 +197,10 @@ class GroupCoordinator:
         group = self._group(group_id)
         future = group.sync(member_id, generation, assignments, time.monotonic())
         self._changed.set()
-        return await self._answer(group, future)
+        result = await self._answer(group, future)
+        if group.state is GroupState.STABLE and group.generation == generation:
+            await self._remember(group)
+        return result
 
     def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
         self._group(group_id).heartbeat(member_id, generation, time.monotonic())
@@ -197,6 +208,7 @@ class GroupCoordinator:
     def leave(self, group_id: str, member_id: str) -> None:
         group = self._group(group_id)
         group.leave(member_id, time.monotonic())
+        self._note_if_emptied(group)
         self._changed.set()
 
     async def _answer(self, group: Group, future: asyncio.Future[T]) -> T:
@@ -256,7 +268,7 @@ class GroupCoordinator:
     async def reset_offsets(
         self,
         group_id: str,
-        to: ResetTarget,
+        to: resets.ResetTarget,
         *,
         topics: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
@@ -265,7 +277,7 @@ class GroupCoordinator:
     ) -> list[OffsetEntry]:
         """Move a group's committed offsets (refused while it has members); the new ones."""
         store = self._store(group_id)
-        group = self._groups.get(group_id)
+        group = self._held(group_id)
         if group is not None and group.members:
             raise errors.GroupNotEmpty(
                 f"group {group_id!r} has {len(group.members)} live member(s): stop them first"
@@ -277,41 +289,17 @@ class GroupCoordinator:
             for entry in plan:
                 self._logs.check_partition(entry.topic, entry.partition)
         else:
+            committed = store.committed(group_id)
             plan = [
-                self._reset_target(t, p, to, timestamp_ms)
-                for t, p in self._targets(group_id, topics)
+                OffsetEntry(t, p, resets.offset_at(self._logs.log(t, p), to, timestamp_ms))
+                for t, p in resets.reset_partitions(
+                    self._logs, group_id, (t for t, _ in committed), topics
+                )
             ]
         if not dry_run and plan:
             entries = [(e.topic, e.partition, e.offset, "") for e in plan]
             await _written(store.commit(group_id, entries))
         return plan
-
-    def _targets(self, group_id: str, topics: Iterable[str] | None) -> list[tuple[str, int]]:
-        if topics is None:
-            topics = sorted({t for t, _ in self._store(group_id).committed(group_id)})
-            if not topics:
-                raise errors.InvalidRequest(
-                    f"group {group_id!r} has no committed offsets: name the topics to reset"
-                )
-        return [(t, p) for t in topics for p in range(self._logs.topic(t).partitions)]
-
-    def _reset_target(
-        self, topic: str, partition: int, to: ResetTarget, timestamp_ms: int | None
-    ) -> OffsetEntry:
-        log = self._logs.log(topic, partition)
-        if to == "earliest":
-            offset = log.log_start_offset
-        elif to == "latest":
-            offset = log.high_watermark
-        elif to == "timestamp":
-            if timestamp_ms is None:
-                raise errors.InvalidRequest('a reset to a time needs "timestamp" (epoch ms)')
-            offset = log.offset_for_timestamp(timestamp_ms)
-        else:
-            raise errors.InvalidRequest(
-                f'"to" must be earliest, latest, timestamp or offsets, got {to!r}'
-            )
-        return OffsetEntry(topic, partition, offset)
 
     # --- administration -------------------------------------------------------------------
 
@@ -324,50 +312,11 @@ class GroupCoordinator:
         store = self._store(group_id)
         if group_id not in self._groups and group_id not in store.groups():
             raise errors.UnknownGroup(f"no group {group_id!r}")
-        group = self._groups.get(group_id) or Group(group_id, store.generation(group_id))
-        owners, members = {}, []
-        decoded = group.protocol_type == PROTOCOL_TYPE
-        assignments = group.assignments()
-        for member in group.members.values():
-            request = member.request
-            assignment = None
-            if decoded and member.member_id in assignments:
-                assignment = _decode(assignments[member.member_id])
-                for tp in assignment:
-                    owners[tp] = member.member_id
-            members.append(
-                {
-                    "member_id": member.member_id,
-                    "client_id": request.client_id,
-                    "client_host": request.client_host,
-                    "session_timeout_ms": round(request.session_timeout_s * 1000),
-                    "assignment": None if assignment is None else _by_topic(assignment),
-                }
-            )
-        offsets = self.lag(group_id, owners)
-        known = [o["lag"] for o in offsets if o["lag"] is not None]
-        return {
-            "group": group_id,
-            "state": str(group.state),
-            "protocol_type": group.protocol_type,
-            "protocol": group.protocol,
-            "generation": group.generation,
-            "leader": group.leader,
-            "members": members,
-            "offsets": offsets,
-            "lag": sum(known) if known else None,
-        }
+        group = self._held(group_id) or Group(group_id, store.generation(group_id))
+        return views.describe(group, store.committed(group_id), self._logs)
 
     def summary(self, group_id: str) -> dict[str, Any]:
-        group = self._groups.get(group_id)
-        if group is None:
-            return {"group": group_id, "state": "Empty", "protocol_type": None, "members": 0}
-        return {
-            "group": group_id,
-            "state": str(group.state),
-            "protocol_type": group.protocol_type,
-            "members": len(group.members),
-        }
+        return views.summary(group_id, self._held(group_id))
 
     def rebalances(self) -> dict[str, int]:
         return {g.group_id: g.rebalances for g in self._groups.values()}
@@ -381,7 +330,7 @@ class GroupCoordinator:
 
     async def delete(self, group_id: str) -> None:
         store = self._store(group_id)
-        group = self._groups.get(group_id)
+        group = self._held(group_id)
         if group is None and group_id not in store.groups():
             raise errors.UnknownGroup(f"no group {group_id!r}")
         if group is not None:
@@ -389,33 +338,9 @@ class GroupCoordinator:
             del self._groups[group_id]
         await _written(store.delete_group(group_id))
 
-    def lag(
-        self, group_id: str, owners: Mapping[tuple[str, int], str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Per partition committed or owned: committed offset, log end, lag, owner."""
-        owners = owners or {}
-        committed = self._store(group_id).committed(group_id)
-        rows = []
-        for topic, partition in sorted(set(committed) | set(owners)):
-            entry = committed.get((topic, partition))
-            try:
-                end: int | None = self._logs.log(topic, partition).high_watermark
-            except errors.NotFound:
-                end = None  # the topic was deleted since
-            lag = None
-            if entry is not None and end is not None:
-                lag = max(0, end - entry.offset)
-            rows.append(
-                {
-                    "topic": topic,
-                    "partition": partition,
-                    "committed": None if entry is None else entry.offset,
-                    "log_end_offset": end,
-                    "lag": lag,
-                    "member_id": owners.get((topic, partition)),
-                }
-            )
-        return rows
+    def lag(self, group_id: str) -> list[dict[str, Any]]:
+        """Per partition committed: committed offset, log end, lag (:func:`.views.lag`)."""
+        return views.lag(self._store(group_id).committed(group_id), self._logs)
 
     # --- inside ---------------------------------------------------------------------------
 
@@ -436,7 +361,7 @@ class GroupCoordinator:
 
     def _group(self, group_id: str, create: bool = False) -> Group:
         store = self._store(group_id)
-        group = self._groups.get(group_id)
+        group = self._held(group_id)
         if group is None:
             if not create and group_id not in store.groups():
                 raise errors.UnknownMember(f"group {group_id!r} has no members; join it first")
@@ -447,6 +372,75 @@ class GroupCoordinator:
             )
             self._groups[group_id] = group
         return group
+
+    def _held(self, group_id: str) -> Group | None:
+        """The group as this broker has it: in memory, or else restored from its stored
+        membership (the group was Stable when another coordinator, or this broker before a
+        restart, last had it). None: it has no members here."""
+        group = self._groups.get(group_id)
+        if group is not None:
+            return group
+        store = self._store(group_id)
+        stored = store.membership(group_id)
+        if stored is None:
+            return None
+        try:
+            group = membership.restore(
+                group_id,
+                store.generation(group_id),
+                stored,
+                time.monotonic(),
+                initial_rebalance_delay_s=self.settings.initial_rebalance_delay_ms / 1000,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.error(
+                "group %s: stored membership unreadable (%s); members rejoin", group_id, exc
+            )
+            return None
+        store.take_over(group_id)  # carried on: its first rebalance has nobody to wait for
+        logger.info(
+            "group %s: taken over in generation %d with %d member(s)",
+            *(group_id, group.generation, len(group.members)),
+        )
+        self._groups[group_id] = group
+        self._changed.set()  # the clock now times its members' sessions
+        return group
+
+    async def _remember(self, group: Group) -> None:
+        """Store the membership of a group that just turned Stable. Best effort, as the
+        members are answered either way: without it, a coordinator that takes the group over
+        has them rejoin."""
+        store = self._store(group.group_id)
+        try:
+            await store.record_membership(
+                group.group_id, group.generation, membership.snapshot(group)
+            )
+        except errors.MillstreamError as exc:
+            logger.warning("group %s: membership not stored (%s)", group.group_id, exc.message)
+
+    def _note_if_emptied(self, group: Group) -> None:
+        """A group that lost its last member is stored without members (in the background:
+        the clock never waits on the disk), so that nobody takes it over with them."""
+        if group.state is not GroupState.EMPTY:
+            return
+        try:
+            store = self._store(group.group_id)
+        except errors.MillstreamError:
+            return  # its partition is leaving: the next coordinator has the stored state
+        stored_generation = store.generation(group.group_id)
+        if store.membership(group.group_id) is None or group.generation <= stored_generation:
+            return
+        write = asyncio.get_running_loop().create_task(
+            self._forget_members(store, group.group_id, group.generation)
+        )
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    async def _forget_members(self, store: OffsetStore, group_id: str, generation: int) -> None:
+        try:
+            await store.record_generation(group_id, generation)
+        except errors.MillstreamError as exc:
+            logger.warning("group %s: emptied, but not stored (%s)", group_id, exc.message)
 
     def _forget_if_unused(self, group: Group) -> None:
         if group.state is GroupState.EMPTY and not group.members:
@@ -460,17 +454,3 @@ async def _written(write: Awaitable[None]) -> None:
         await write
     except errors.NotLeader as exc:
         raise errors.NotCoordinator(f"{exc.message}: find the group's coordinator again") from None
-
-
-def _decode(assignment: bytes) -> list[tuple[str, int]]:
-    try:
-        return decode_assignment(assignment) if assignment else []
-    except errors.MillstreamError:
-        return []  # the leader's own format; nothing the broker can show
-
-
-def _by_topic(partitions: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
-    topics: dict[str, list[int]] = {}
-    for topic, partition in partitions:
-        topics.setdefault(topic, []).append(partition)
-    return [{"topic": t, "partitions": sorted(ps)} for t, ps in sorted(topics.items())]

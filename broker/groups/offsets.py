@@ -13,6 +13,7 @@ or not at all. Records, keys and values in JSON::
     key ["offset", group, topic, partition]  value {"offset", "metadata", "time"}
     key ["offset", group, topic, partition]  value null             (the topic was deleted)
     key ["group", group]                     value {"generation"}   (the group's last one)
+    key ["group", group]                     value {"generation", "membership"}  (Stable)
     key ["group", group]                     value null             (deleted: forget it all)
 
 The latest record of a key wins, so the log is compacted (as Kafka compacts its
@@ -25,7 +26,10 @@ repeat live values: harmless, as replay ends in the same state.
 
 Generations are kept so that a group's numbering continues across restarts and moves instead
 of starting again at 1: a member of a generation from before is then still told its
-generation has ended.
+generation has ended. A group's generation never goes back: a record of an older one than the
+group has (a membership written late) is ignored. The membership of a Stable generation
+(:mod:`~millstream.broker.groups.membership`) rides with it, so the coordinator that takes the
+group over keeps its members.
 
 In memory every entry carries the log offset that wrote it, and an older write never replaces
 a newer one, whatever order concurrent appends finish their fsyncs in.
@@ -68,6 +72,7 @@ class CommittedOffset:
 class _GroupOffsets:
     offsets: dict[TopicPartitionKey, tuple[int, CommittedOffset]]  # value: (log offset, ...)
     generation: tuple[int, int] = (-1, 0)  # (log offset, generation)
+    membership: Mapping[str, Any] | None = None  # the generation's, once it was Stable
 
 
 class OffsetStore:
@@ -83,6 +88,7 @@ class OffsetStore:
         # Where each deleted group was deleted: older writes are of the incarnation before.
         self._deleted_at: dict[str, int] = {}
         self._promised: dict[str, int] = {}  # generations being written
+        self._promised_membership: dict[str, int] = {}  # the generations of those too
         self._appending = 0  # appends in flight; a compaction waits for them to finish
         self._idle = asyncio.Event()
         self._idle.set()
@@ -142,6 +148,14 @@ class OffsetStore:
         stored = self._groups.get(group)
         return 0 if stored is None else stored.generation[1]
 
+    def membership(self, group: str) -> Mapping[str, Any] | None:
+        """The stored membership of the group's generation. None: none was stored for it, or
+        a newer generation is being stored (the group emptied, or rebalanced)."""
+        stored = self._groups.get(group)
+        if stored is None or self._promised.get(group, 0) > stored.generation[1]:
+            return None
+        return stored.membership
+
     @property
     def size_bytes(self) -> int:
         return self.log.size_bytes
@@ -168,6 +182,25 @@ class OffsetStore:
         finally:
             if self._promised.get(group) == generation:
                 del self._promised[group]
+
+    async def record_membership(
+        self, group: str, generation: int, membership: Mapping[str, Any]
+    ) -> None:
+        """Store the membership of the group's ``generation`` now that it is Stable, unless a
+        newer generation is stored (or being stored), or this one's membership already is."""
+        if generation < max(self.generation(group), self._promised.get(group, 0)):
+            return
+        if self._promised_membership.get(group) == generation or (
+            self.generation(group) == generation and self.membership(group) is not None
+        ):
+            return
+        self._promised_membership[group] = generation
+        try:
+            value = {"generation": generation, "membership": membership}
+            await self._append([(["group", group], value)])
+        finally:
+            if self._promised_membership.get(group) == generation:
+                del self._promised_membership[group]
 
     async def delete_group(self, group: str) -> None:
         await self._append([(["group", group], None)])
@@ -236,8 +269,10 @@ class OffsetStore:
         for group, stored in sorted(self._groups.items()):
             _, generation = stored.generation
             if generation:
-                marker = json.dumps({"generation": generation}).encode()
-                records.append((json.dumps(["group", group]).encode(), marker))
+                marker: dict[str, Any] = {"generation": generation}
+                if stored.membership is not None:
+                    marker["membership"] = stored.membership
+                records.append((json.dumps(["group", group]).encode(), json.dumps(marker).encode()))
             for (topic, partition), (_, c) in sorted(stored.offsets.items()):
                 key = json.dumps(["offset", group, topic, partition]).encode()
                 value = {"offset": c.offset, "metadata": c.metadata, "time": c.commit_time_ms}
@@ -272,8 +307,10 @@ class OffsetStore:
                 return
             stored = self._groups.setdefault(group, _GroupOffsets({}))
             if kind == "group":
-                if log_offset > stored.generation[0]:
-                    stored.generation = (log_offset, int(value["generation"]))
+                generation = int(value["generation"])
+                if log_offset > stored.generation[0] and generation >= stored.generation[1]:
+                    stored.generation = (log_offset, generation)
+                    stored.membership = value.get("membership")
             elif kind == "offset":
                 tp = (str(key[2]), int(key[3]))
                 current = stored.offsets.get(tp)

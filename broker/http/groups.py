@@ -18,20 +18,25 @@ from typing import Any
 from aiohttp import web
 
 from millstream import errors
-from millstream.broker.groups.coordinator import OffsetEntry, ResetTarget, check_group_id
+from millstream.broker.groups.coordinator import OffsetEntry, check_group_id
 from millstream.broker.groups.group import JoinRequest, JoinResult
+from millstream.broker.groups.resets import (
+    RESET_TARGETS,
+    ResetTarget,
+    check_timestamp,
+    offset_at,
+    reset_partitions,
+)
 from millstream.broker.http.json_records import decode_base64
 from millstream.broker.http.keys import CLUSTER, GROUPS, LOGS, PEERS
 from millstream.broker.http.params import INT64_MAX, json_body, object_body
 from millstream.broker.http.routing import check_coordinator
-from millstream.broker.storage.partition_log import PartitionLog
 
 routes = web.RouteTableDef()
 
 DEFAULT_SESSION_TIMEOUT_MS = 10_000
 _MAX_PROTOCOLS = 32
 MAX_OFFSETS_PER_REQUEST = 100_000
-_RESET_TARGETS: tuple[ResetTarget, ...] = ("earliest", "latest", "timestamp", "offsets")
 
 
 # --- body fields ----------------------------------------------------------------------------
@@ -254,8 +259,8 @@ async def fetch_offsets(request: web.Request) -> web.Response:
 async def reset_offsets(request: web.Request) -> web.Response:
     body = await _body(request, {"to", "topics", "timestamp", "offsets", "dry_run"})
     to = body.get("to")
-    if to not in _RESET_TARGETS:
-        raise errors.InvalidRequest(f'"to" must be one of {", ".join(_RESET_TARGETS)}')
+    if to not in RESET_TARGETS:
+        raise errors.InvalidRequest(f'"to" must be one of {", ".join(RESET_TARGETS)}')
     topics = body.get("topics")
     if topics is not None and (
         not isinstance(topics, list) or not all(isinstance(t, str) for t in topics)
@@ -292,24 +297,18 @@ async def _cluster_targets(
 ) -> list[OffsetEntry]:
     """The offsets a reset ``to`` earliest, latest or a time means, partitions served here and
     elsewhere alike; BrokerUnavailable if a broker does not answer (nothing is reset)."""
-    if to == "timestamp" and timestamp is None:
-        raise errors.InvalidRequest('a reset to a time needs "timestamp" (epoch ms)')
-    if topics is None:
-        topics = sorted({t for t, _ in request.app[GROUPS].committed(group_id)})
-        if not topics:
-            raise errors.InvalidRequest(
-                f"group {group_id!r} has no committed offsets: name the topics to reset"
-            )
+    check_timestamp(to, timestamp)
     logs, cluster = request.app[LOGS], request.app[CLUSTER]
+    committed = request.app[GROUPS].committed(group_id)
+    targets = reset_partitions(logs, group_id, (t for t, _ in committed), topics)
     at = str(timestamp) if to == "timestamp" else to
-    targets = [(t, p) for t in topics for p in range(logs.topic(t).partitions)]
     local: dict[tuple[str, int], int] = {}
     remote: list[tuple[str, str, int]] = []  # broker URL, topic, partition
     for topic, partition in targets:
         owner = cluster.owner(topic, partition)
         if owner is None or owner.id == cluster.broker_id:
             cluster.check_local(topic, partition)  # partition_moving while its copy completes
-            local[topic, partition] = _local_offset(logs.log(topic, partition), to, timestamp)
+            local[topic, partition] = offset_at(logs.log(topic, partition), to, timestamp)
         else:
             remote.append((owner.url, topic, partition))
     found = await request.app[PEERS].offsets(remote, at)
@@ -323,19 +322,11 @@ async def _cluster_targets(
     return [OffsetEntry(t, p, local[t, p]) for t, p in targets]
 
 
-def _local_offset(log: PartitionLog, to: ResetTarget, timestamp: int | None) -> int:
-    if to == "earliest":
-        return log.log_start_offset
-    if to == "latest":
-        return log.high_watermark
-    return log.offset_for_timestamp(timestamp or 0)
-
-
 def _reset_target(to: str) -> ResetTarget:
-    for target in _RESET_TARGETS:
+    for target in RESET_TARGETS:
         if to == target:
             return target
-    raise errors.InvalidRequest(f'"to" must be one of {", ".join(_RESET_TARGETS)}')
+    raise errors.InvalidRequest(f'"to" must be one of {", ".join(RESET_TARGETS)}')
 
 
 # --- administration -------------------------------------------------------------------------

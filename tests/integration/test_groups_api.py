@@ -144,11 +144,27 @@ def test_commits_and_generations_survive_a_kill_9(broker: BrokerProcess) -> None
     broker.kill()
     broker.start()
     assert committed(broker) == {("t", 0): 42}
-    # The member is gone with the broker's memory; it is told so, and its generation number
-    # is not handed out again.
+    # The group was Stable: its membership was stored with its generation, so the member
+    # carries on, with the partitions it was given ...
     beat = post(broker, "g/heartbeat", {"member_id": member, "generation": generation})
+    assert beat.status == 204, beat.body
+    described = call("GET", f"{broker.url}/v1/groups/g").json
+    assert described["state"] == "Stable" and described["generation"] == generation
+    assert described["members"][0]["assignment"] == [{"topic": "t", "partitions": [0, 1]}]
+    assert commit(broker, member, generation, 43).status == 204
+    # ... and its generation number is not handed out again.
+    assert join(broker, member_id=member).json["generation"] > generation
+
+
+def test_a_group_killed_in_a_rebalance_has_its_members_join_again(broker: BrokerProcess) -> None:
+    member, generation = lone_member(broker)
+    joined = join(broker, "g", member).json  # a new generation, never synced: never Stable
+    assert joined["generation"] > generation
+    broker.kill()
+    broker.start()
+    beat = post(broker, "g/heartbeat", {"member_id": member, "generation": joined["generation"]})
     assert (beat.status, beat.error_code) == (409, "unknown_member")
-    assert join(broker).json["generation"] > generation
+    assert join(broker).json["generation"] > joined["generation"]
 
 
 def test_commits_survive_a_graceful_restart_and_a_reset_moves_them(broker: BrokerProcess) -> None:

@@ -6,7 +6,8 @@ of a copy.
 Afterwards every acknowledged record was consumed and is readable at the offset it was
 acknowledged with; no record went to two members of one generation; and the group's committed
 offsets went with its partition of the group-offsets topic wherever the rebalance moved it,
-so the members carried on from where they were instead of reading everything again.
+so the members carried on from where they were instead of reading everything again. So did
+its membership: the group's generation did not change while its coordinator moved.
 
 Four broker processes run from the start (the operator reaches them through its URL
 override); the Cluster asks for two, so brokers 2 and 3 are outside it until the scale-out."""
@@ -87,8 +88,9 @@ def group_on(offsets: dict[int, int], broker: int) -> str:
     )
 
 
-def committed(stack: Stack, group: str) -> dict[int, int]:
-    """The group's committed offsets of TOPIC, asked of its coordinator as broker 0 sees it."""
+def describe(stack: Stack, group: str) -> dict[str, Any] | None:
+    """The group as its coordinator (as broker 0 sees it) describes it; None before a member
+    joined."""
     view = stack.brokers.cluster(0)
     offsets = next(t for t in view["topics"] if t["name"] == GROUP_OFFSETS_TOPIC)
     partition = group_offsets_partition(group, int(offsets["partitions"]))
@@ -96,11 +98,19 @@ def committed(stack: Stack, group: str) -> dict[int, int]:
     url = next(b["url"] for b in view["brokers"] if int(b["id"]) == coordinator)
     try:
         with urllib.request.urlopen(f"{url}/v1/groups/{group}", timeout=5) as response:
-            described = json.loads(response.read())
+            described: dict[str, Any] = json.loads(response.read())
+            return described
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:  # no member has joined yet
-            return {}
+        if exc.code == 404:
+            return None
         raise
+
+
+def committed(stack: Stack, group: str) -> dict[int, int]:
+    """The group's committed offsets of TOPIC, asked of its coordinator."""
+    described = describe(stack, group)
+    if described is None:
+        return {}
     return {
         int(row["partition"]): int(row["committed"])
         for row in described["offsets"]
@@ -153,8 +163,18 @@ def test_scale_2_to_4_to_1_under_a_producer_and_a_consumer_group(
         with Producing(stack.brokers.urls[0]) as producing:
             for name in ("a", "b"):
                 url = stack.brokers.urls[0]
-                members.append(Member(url, "cooperative-sticky", tmp_path, name, group, TOPIC))
+                # Nobody is killed here: a session long enough that a busy machine never
+                # ends one, so a rebalance below can only come from the scaling.
+                member = Member(url, "cooperative-sticky", tmp_path, name, group, TOPIC, 10_000)
+                members.append(member)
             eventually(lambda: committed(stack, group) or None, "the group to commit", timeout=60)
+
+            def settled() -> dict[str, Any] | None:
+                described = describe(stack, group)
+                stable = described and described["state"] == "Stable"
+                return described if stable and len(described["members"]) == 2 else None
+
+            generation = eventually(settled, "both members in one generation")["generation"]
 
             # Scale out 2 -> 4, killing a receiver mid-copy.
             stack.patch_spec("clusters", CLUSTER, {"brokers": 4})
@@ -194,6 +214,9 @@ def test_scale_2_to_4_to_1_under_a_producer_and_a_consumer_group(
                 before_in,
                 after_in,
             )
+            # Its membership came along too: its coordinator moved, and no rebalance followed.
+            after = describe(stack, group)
+            assert after is not None and after["generation"] == generation, after
             time.sleep(2.0)
 
         acked = producing.acked

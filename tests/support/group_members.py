@@ -25,13 +25,14 @@ class Member:
         name: str,
         group: str = "chaos",
         topic: str = "chaos",
+        session_timeout_ms: int = 2000,
     ) -> None:
         self.out = workdir / f"{name}.out"
         self.err = workdir / f"{name}.err"
         command = [
             *(sys.executable, str(ROOT / "examples" / "group_consumer.py")),
             *("--url", url, "--group", group, "--topic", topic, "--client-id", name),
-            *("--assignor", assignor, "--session-timeout-ms", "2000"),
+            *("--assignor", assignor, "--session-timeout-ms", str(session_timeout_ms)),
             *("--heartbeat-interval-ms", "300", "--auto-commit-interval-ms", "300"),
         ]
         with self.out.open("w") as out, self.err.open("w") as err:

@@ -92,7 +92,7 @@ async def test_a_standalone_broker_keeps_offsets_in_the_groups_partition(
     await coordinator.commit("g", member, generation, [OffsetEntry("t", 0, 7)])
     ends = {p: logs.log(GROUP_OFFSETS_TOPIC, p).log_end_offset for p in ALL}
     mine = group_offsets_partition("g", GROUP_OFFSETS_PARTITIONS)
-    assert ends[mine] == 2  # the generation, then the commit
+    assert ends[mine] == 3  # the generation, its membership once Stable, then the commit
     assert all(end == 0 for p, end in ends.items() if p != mine)
 
 
@@ -127,10 +127,14 @@ async def test_groups_are_given_up_when_their_partition_leaves_and_resumed_when_
     committed = await eventually(lambda: coordinator.committed("g"))
     assert committed[("t", 1)].offset == 42
     assert coordinator.describe("g")["generation"] == generation
-    with pytest.raises(errors.UnknownMember):  # the old member rejoins ...
+    # It was Stable when it left: its member carries on in its generation (the join that was
+    # pending failed, and is made again).
+    coordinator.heartbeat("g", member, generation)
+    await coordinator.commit("g", member, generation, [OffsetEntry("t", 1, 43)])
+    rejoined = await coordinator.join("g", request(member))
+    assert rejoined.generation > generation
+    with pytest.raises(errors.IllegalGeneration):  # the old generation stays fenced
         coordinator.heartbeat("g", member, generation)
-    _, again = await joined(coordinator, "g")
-    assert again > generation  # ... into a newer generation: the old one stays fenced
 
 
 async def test_without_the_offsets_topic_no_group_is_coordinated(logs: LogManager) -> None:
@@ -204,7 +208,9 @@ async def test_a_group_taken_over_waits_for_all_its_members_before_its_first_reb
     ensure_offsets_topic(logs)
     first = GroupCoordinator(logs)
     first.start()
-    member, generation = await joined(first, "g")
+    # A generation that never turned Stable: no membership to carry on with.
+    result = await first.join("g", request())
+    member, generation = result.member_id, result.generation
     await first.close()
     # Another coordinator (a restart, or the partition moved): the group had a generation.
     settings = GroupSettings(takeover_rebalance_delay_ms=500)
@@ -234,3 +240,63 @@ async def test_close_right_after_a_group_change_does_not_hang(logs: LogManager) 
         coordinator.start()
         await joined(coordinator, f"g{n}")  # a new group each time: no takeover wait
         await asyncio.wait_for(coordinator.close(), 5)
+
+
+async def test_a_stable_group_taken_over_keeps_its_members_generation_and_assignments(
+    logs: LogManager,
+) -> None:
+    ensure_offsets_topic(logs)
+    first = GroupCoordinator(logs, GroupSettings(initial_rebalance_delay_ms=100))
+    first.start()
+    joins = await asyncio.gather(*(first.join("g", request()) for _ in range(2)))
+    assert joins[0].generation == joins[1].generation  # one round
+    generation, leader = joins[0].generation, joins[0].leader
+    members = [j.member_id for j in joins]
+    assignments = {m: m.encode() for m in members}
+    await asyncio.gather(
+        *(first.sync("g", m, generation, assignments if m == leader else None) for m in members)
+    )
+    await first.close()
+
+    second = GroupCoordinator(logs)  # a restart, or the partition moved here
+    second.start()
+    try:
+        # Its members are live before any of them called: no reset, no deletion.
+        with pytest.raises(errors.GroupNotEmpty):
+            await second.reset_offsets("g", "earliest", topics=["t"])
+        with pytest.raises(errors.GroupNotEmpty):
+            await second.delete("g")
+        for m in members:
+            second.heartbeat("g", m, generation)
+        described = second.describe("g")
+        assert described["state"] == "Stable" and described["generation"] == generation
+        assert described["leader"] == leader
+        assert sorted(m["member_id"] for m in described["members"]) == sorted(members)
+        assert second.rebalances() == {"g": 0}
+        await second.commit("g", members[0], generation, [OffsetEntry("t", 0, 5)])
+        answer = await second.sync("g", members[1], generation, None)
+        assert answer.assignment == members[1].encode()  # what it was given
+    finally:
+        await second.close()
+
+
+async def test_a_group_whose_members_all_left_is_not_taken_over_with_them(
+    logs: LogManager,
+) -> None:
+    ensure_offsets_topic(logs)
+    first = GroupCoordinator(logs)
+    first.start()
+    member, generation = await joined(first, "g")
+    first.leave("g", member)
+    await first.close()  # waits for what the clock started writing
+
+    second = GroupCoordinator(logs)
+    second.start()
+    try:
+        described = second.describe("g")
+        assert described["state"] == "Empty" and described["members"] == []
+        assert described["generation"] > generation
+        with pytest.raises(errors.UnknownMember):
+            second.heartbeat("g", member, generation)
+    finally:
+        await second.close()

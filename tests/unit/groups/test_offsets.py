@@ -50,6 +50,53 @@ async def test_a_generation_is_written_once_and_never_goes_back(tmp_path: Path) 
     await store.log.close()
 
 
+MEMBERSHIP = {"protocol_type": "consumer", "protocol": "range", "leader": "m", "members": []}
+
+
+async def test_a_membership_rides_with_its_generation_and_a_newer_generation_clears_it(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path)
+    await store.record_generation("g", 3)
+    assert store.membership("g") is None  # joined, not Stable yet
+    await asyncio.gather(*(store.record_membership("g", 3, MEMBERSHIP) for _ in range(3)))
+    assert store.log.log_end_offset == 2  # every member's sync answer: one write
+    store = await reopen(store)
+    assert store.generation("g") == 3 and store.membership("g") == MEMBERSHIP
+    await store.record_membership("g", 2, MEMBERSHIP)  # an ended generation's: not written
+    assert store.log.log_end_offset == 2
+    await store.record_generation("g", 4)  # the next rebalance (or the group emptied)
+    assert store.membership("g") is None
+    store = await reopen(store)
+    assert store.generation("g") == 4 and store.membership("g") is None
+    await store.log.close()
+
+
+async def test_a_membership_written_after_a_newer_generation_is_ignored(tmp_path: Path) -> None:
+    # Two appends can finish in either order; replay must not take the group back.
+    store = open_store(tmp_path)
+    await store.record_generation("g", 5)
+    await store._append([(["group", "g"], {"generation": 4, "membership": MEMBERSHIP})])
+    assert store.generation("g") == 5 and store.membership("g") is None
+    store = await reopen(store)
+    assert store.generation("g") == 5 and store.membership("g") is None
+    await store.log.close()
+
+
+async def test_no_membership_is_read_while_a_newer_generation_is_being_written(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path)
+    await store.record_generation("g", 1)
+    await store.record_membership("g", 1, MEMBERSHIP)
+    writing = asyncio.ensure_future(store.record_generation("g", 2))
+    await asyncio.sleep(0)  # promised, not yet durable
+    assert store.membership("g") is None
+    await writing
+    assert store.membership("g") is None and store.generation("g") == 2
+    await store.log.close()
+
+
 async def test_a_deleted_group_stays_deleted_and_can_start_again(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     await store.commit("g", [("t", 0, 10, "")])
@@ -96,6 +143,7 @@ async def test_compaction_snapshots_the_live_state_and_drops_the_old_segments(
     for n in range(200):
         await store.commit("g", [("t", n % 2, n, "")])
     await store.record_generation("g", 4)
+    await store.record_membership("g", 4, MEMBERSHIP)
     await store.commit("gone", [("t", 0, 1, "")])
     await store.delete_group("gone")
     assert store.needs_compaction()
@@ -114,6 +162,7 @@ async def test_compaction_snapshots_the_live_state_and_drops_the_old_segments(
         ("t", 1): 1000,
     }
     assert store.generation("g") == 4 and store.groups() == ["g"]
+    assert store.membership("g") == MEMBERSHIP
     await store.log.close()
 
 
