@@ -32,6 +32,7 @@ from millstream.broker.http.keys import STOPPING, HttpSettings
 from millstream.broker.http.metrics import BrokerMetrics
 from millstream.broker.storage.config import TopicConfig
 from millstream.broker.storage.log_manager import LogManager
+from millstream.internal_topics import is_internal
 
 log = logging.getLogger("millstream.broker")
 
@@ -109,7 +110,7 @@ async def serve(settings: BrokerSettings, stop: asyncio.Event) -> None:
     log.info(
         "ready in %.2fs, %d topic(s), %s",
         time.monotonic() - started,
-        len(logs.topic_names()),
+        sum(1 for name in logs.topic_names() if not is_internal(name)),
         f"broker {cluster.broker_id} of a cluster" if cluster.managed else "standalone",
     )
     housekeeping = asyncio.create_task(

@@ -16,8 +16,9 @@ a move completes) its store is replayed; when it goes (moved away, or deleted) t
 that partition are given up: their pending answers fail with ``not_coordinator``, and their
 members find the new coordinator, which has every committed offset and the generation. It
 also has the membership of a Stable group (:mod:`.membership`, stored when a generation's
-assignment is complete and cleared when the group empties), so those members carry on in
-their generation; the members of a group taken over in the middle of a rebalance rejoin.
+assignment is complete, cleared when a rebalance begins or the group empties), restored as
+soon as the partition is loaded, so those members carry on in their generation; the members
+of a group taken over in the middle of a rebalance rejoin.
 :meth:`GroupCoordinator.placement_changed` makes the clock task look at once.
 
 A standalone broker creates the group-offsets topic itself (:func:`ensure_offsets_topic`); in
@@ -110,11 +111,12 @@ class GroupCoordinator:
         """Replays the group-offsets partitions served here (blocking: before serving)."""
         self.settings = settings or GroupSettings()
         self._logs = logs
-        self._partitions = OffsetPartitions(logs, self._resign)
+        self._partitions = OffsetPartitions(logs, self._resign, self._restore_all)
         self._groups: dict[str, Group] = {}
+        self._unreadable: set[tuple[str, int]] = set()  # stored memberships that did not parse
         self._changed = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Task[None]] = set()  # memberships cleared in the background
+        self._writes: set[asyncio.Future[None]] = set()  # records written in the background
         self._partitions.follow(at_once=True)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -156,7 +158,7 @@ class GroupCoordinator:
             for group in list(self._groups.values()):
                 try:
                     group.tick(now)
-                    self._note_if_emptied(group)
+                    self._note_change(group)
                     self._forget_if_unused(group)
                 except Exception:  # one group's bug must not stop every group's clock
                     logger.exception("group %s: tick failed", group.group_id)
@@ -175,15 +177,17 @@ class GroupCoordinator:
             takeover_s = self.settings.takeover_rebalance_delay_ms / 1000
             group.initial_rebalance_delay_s = max(group.initial_rebalance_delay_s, takeover_s)
         future = group.join(request, time.monotonic())
+        self._note_change(group)
         self._changed.set()
         try:
             result = await self._answer(group, future)
         except errors.RebalanceInProgress:
             group.abandon_join(future, time.monotonic())
-            self._note_if_emptied(group)
+            self._note_change(group)
             raise
         # Generations outlive restarts and moves, so a member of an ended one stays fenced.
-        # One write per generation, whichever member's answer gets here first.
+        # One write per generation, shared by its members' answers: none is given before it
+        # is durable (or a coordinator taking over could hand the same number out again).
         await _written(self._store(group_id).record_generation(group_id, result.generation))
         return result
 
@@ -208,7 +212,7 @@ class GroupCoordinator:
     def leave(self, group_id: str, member_id: str) -> None:
         group = self._group(group_id)
         group.leave(member_id, time.monotonic())
-        self._note_if_emptied(group)
+        self._note_change(group)
         self._changed.set()
 
     async def _answer(self, group: Group, future: asyncio.Future[T]) -> T:
@@ -316,7 +320,11 @@ class GroupCoordinator:
         return views.describe(group, store.committed(group_id), self._logs)
 
     def summary(self, group_id: str) -> dict[str, Any]:
-        return views.summary(group_id, self._held(group_id))
+        try:
+            group = self._held(group_id)
+        except errors.MillstreamError:  # its partition is leaving or loading
+            group = self._groups.get(group_id)
+        return views.summary(group_id, group)
 
     def rebalances(self) -> dict[str, int]:
         return {g.group_id: g.rebalances for g in self._groups.values()}
@@ -382,17 +390,19 @@ class GroupCoordinator:
             return group
         store = self._store(group_id)
         stored = store.membership(group_id)
-        if stored is None:
+        generation = store.generation(group_id)
+        if stored is None or (group_id, generation) in self._unreadable:
             return None
         try:
             group = membership.restore(
                 group_id,
-                store.generation(group_id),
+                generation,
                 stored,
                 time.monotonic(),
                 initial_rebalance_delay_s=self.settings.initial_rebalance_delay_ms / 1000,
             )
         except (ValueError, KeyError, TypeError) as exc:
+            self._unreadable.add((group_id, generation))
             logger.error(
                 "group %s: stored membership unreadable (%s); members rejoin", group_id, exc
             )
@@ -406,6 +416,14 @@ class GroupCoordinator:
         self._changed.set()  # the clock now times its members' sessions
         return group
 
+    def _restore_all(self, store: OffsetStore) -> None:
+        """A partition came (at start, or a move completed): its Stable groups are back at
+        once, so their members' sessions run from now and one that went meanwhile is evicted
+        a session timeout later, not whenever the group is next asked for."""
+        for group_id in store.groups():
+            if group_id not in self._groups and store.membership(group_id) is not None:
+                self._held(group_id)
+
     async def _remember(self, group: Group) -> None:
         """Store the membership of a group that just turned Stable. Best effort, as the
         members are answered either way: without it, a coordinator that takes the group over
@@ -418,29 +436,32 @@ class GroupCoordinator:
         except errors.MillstreamError as exc:
             logger.warning("group %s: membership not stored (%s)", group.group_id, exc.message)
 
-    def _note_if_emptied(self, group: Group) -> None:
-        """A group that lost its last member is stored without members (in the background:
-        the clock never waits on the disk), so that nobody takes it over with them."""
-        if group.state is not GroupState.EMPTY:
+    def _note_change(self, group: Group) -> None:
+        """Keep the group's stored record in step once it is not Stable: a rebalance began
+        (the stored membership is not the group any more) or it emptied (a newer generation,
+        no members). The store takes it into account at once, so nobody is restored from the
+        record it replaces; it is written in the background (the clock never waits on the
+        disk). A group whose partition is leaving cannot be written: the next coordinator
+        restores its last Stable membership, and evicts whoever left meanwhile once their
+        session times out."""
+        if group.state is GroupState.STABLE:
             return
         try:
             store = self._store(group.group_id)
         except errors.MillstreamError:
-            return  # its partition is leaving: the next coordinator has the stored state
-        stored_generation = store.generation(group.group_id)
-        if store.membership(group.group_id) is None or group.generation <= stored_generation:
             return
-        write = asyncio.get_running_loop().create_task(
-            self._forget_members(store, group.group_id, group.generation)
-        )
+        write = store.record_generation(group.group_id, group.generation)
+        if write.done():
+            return
         self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
 
-    async def _forget_members(self, store: OffsetStore, group_id: str, generation: int) -> None:
-        try:
-            await store.record_generation(group_id, generation)
-        except errors.MillstreamError as exc:
-            logger.warning("group %s: emptied, but not stored (%s)", group_id, exc.message)
+        def written(done: asyncio.Future[None]) -> None:
+            self._writes.discard(done)
+            failure = None if done.cancelled() else done.exception()
+            if failure is not None:
+                logger.warning("group %s: not stored (%s)", group.group_id, failure)
+
+        write.add_done_callback(written)
 
     def _forget_if_unused(self, group: Group) -> None:
         if group.state is GroupState.EMPTY and not group.members:

@@ -6,15 +6,15 @@ member id and generation is still a member there. Kafka keeps the same in
 
 The :class:`~millstream.broker.groups.coordinator.GroupCoordinator` stores it with the group's
 generation (:meth:`~millstream.broker.groups.offsets.OffsetStore.record_membership`) when a
-generation's assignment is complete, and calls :func:`restore` when it next needs a group it
-does not have in memory. The next generation's record has no members until that generation is
-Stable in turn, and a group whose last member went is stored without members: a group is only
-ever restored into the generation its members were told, with the assignments they were given.
+generation's assignment is complete, and calls :func:`restore` for each group that has one
+when the partition is loaded. When a rebalance begins, or the last member goes, a record
+without members replaces it: a group is only ever restored into the generation its members
+were told, with the assignments they were given, and a group taken over in the middle of a
+rebalance has its members rejoin (their calls failed with ``not_coordinator``).
 
 Every restored member starts a fresh session, so one that went while no broker coordinated
-the group is evicted once its session times out, as it would have been. Only membership is
-kept; a rebalance under way is not (its members' calls failed with ``not_coordinator`` and are
-made again to the new coordinator).
+the group (its leave reached a coordinator whose partition was already leaving) is evicted
+once its session times out, as it would have been.
 
 JSON, bytes in base64::
 

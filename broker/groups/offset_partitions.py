@@ -13,7 +13,8 @@ raises the error that tells the client where to go:
 
 :meth:`OffsetPartitions.follow` compares what the log manager serves with the stores loaded:
 a partition that went (moved away, deleted) is dropped, and the coordinator told
-(``on_resign``) so it gives up its groups; a partition that came is loaded. At start that is
+(``on_resign``) so it gives up its groups; a partition that came is loaded, and the
+coordinator handed its store (``on_load``) so it takes its groups up. At start that is
 done at once, before serving; later (a move completed) a task replays it in small chunks that
 let the event loop serve in between, as Kafka loads a ``__consumer_offsets`` partition
 (COORDINATOR_LOAD_IN_PROGRESS meanwhile).
@@ -49,12 +50,14 @@ logger = logging.getLogger(__name__)
 _LEGACY_CONFIG: Final = TopicConfig(retention_ms=-1, retention_bytes=-1)
 
 Resign = Callable[[int, int], None]  # (partition, the topic's partition count)
+Load = Callable[[OffsetStore], None]
 
 
 class OffsetPartitions:
-    def __init__(self, logs: LogManager, on_resign: Resign) -> None:
+    def __init__(self, logs: LogManager, on_resign: Resign, on_load: Load) -> None:
         self._logs = logs
         self._on_resign = on_resign
+        self._on_load = on_load
         self._stores: dict[int, OffsetStore] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._legacy: Path | None = None
@@ -125,8 +128,9 @@ class OffsetPartitions:
             if partition in self._stores or partition in self._loading:
                 continue
             if at_once:
-                self._stores[partition] = OffsetStore(log)
+                self._stores[partition] = store = OffsetStore(log)
                 logger.info("coordinating the groups of %s", log.name)
+                self._on_load(store)
             else:
                 task = asyncio.get_running_loop().create_task(self._load(partition, log))
                 self._loading[partition] = task
@@ -139,6 +143,7 @@ class OffsetPartitions:
             if self._served_log(partition) is log:  # still here
                 self._stores[partition] = store
                 logger.info("coordinating the groups of %s", log.name)
+                self._on_load(store)
         except Exception:
             logger.exception("group offsets: loading %s failed; the next look tries again", log)
         finally:

@@ -40,10 +40,11 @@ Not thread-safe: used on the event loop's thread (the constructor may run before
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from millstream.broker.storage.config import MIB
@@ -59,6 +60,13 @@ _STEP_CHUNK = 256 * 1024  # a few milliseconds of decoding between two looks at 
 _COMPACT_BATCH_BYTES = 1 * MIB
 
 TopicPartitionKey = tuple[str, int]
+
+
+@dataclass(slots=True)
+class _Pending:
+    generation: int
+    members: bool  # a membership record, or a generation alone
+    write: asyncio.Future[None] = field(init=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +95,8 @@ class OffsetStore:
         self._groups: dict[str, _GroupOffsets] = {}
         # Where each deleted group was deleted: older writes are of the incarnation before.
         self._deleted_at: dict[str, int] = {}
-        self._promised: dict[str, int] = {}  # generations being written
-        self._promised_membership: dict[str, int] = {}  # the generations of those too
+        # Each group's last ["group", group] record being written (they are written in turn).
+        self._pending: dict[str, _Pending] = {}
         self._appending = 0  # appends in flight; a compaction waits for them to finish
         self._idle = asyncio.Event()
         self._idle.set()
@@ -145,16 +153,27 @@ class OffsetStore:
         return False
 
     def generation(self, group: str) -> int:
-        stored = self._groups.get(group)
-        return 0 if stored is None else stored.generation[1]
+        """The group's last generation, stored or being stored."""
+        return self._latest(group)[0]
 
     def membership(self, group: str) -> Mapping[str, Any] | None:
         """The stored membership of the group's generation. None: none was stored for it, or
-        a newer generation is being stored (the group emptied, or rebalanced)."""
+        a record of the group is being written (a rebalance began, the group emptied)."""
         stored = self._groups.get(group)
-        if stored is None or self._promised.get(group, 0) > stored.generation[1]:
+        if stored is None or group in self._pending:
             return None
         return stored.membership
+
+    def _latest(self, group: str) -> tuple[int, bool]:
+        """The generation of the group's last record, stored or being written, and whether
+        it has a membership."""
+        pending = self._pending.get(group)
+        if pending is not None:
+            return pending.generation, pending.members
+        stored = self._groups.get(group)
+        if stored is None:
+            return 0, False
+        return stored.generation[1], stored.membership is not None
 
     @property
     def size_bytes(self) -> int:
@@ -171,39 +190,33 @@ class OffsetStore:
         ]
         await self._append(entries)
 
-    async def record_generation(self, group: str, generation: int) -> None:
-        """Store the group's generation, if it is newer than the one stored (or being
-        stored: concurrent answers of one rebalance write it once)."""
-        if generation <= max(self.generation(group), self._promised.get(group, 0)):
-            return
-        self._promised[group] = generation
-        try:
-            await self._append([(["group", group], {"generation": generation})])
-        finally:
-            if self._promised.get(group) == generation:
-                del self._promised[group]
+    def record_generation(self, group: str, generation: int) -> asyncio.Future[None]:
+        """Store the group's generation without members: when it is newer than the last
+        one, or the last one has members (a rebalance began, so they are not the group any
+        more). Concurrent answers of one rebalance share the write, and each is durable when
+        the returned future is done. Taken into account at once (:meth:`generation`,
+        :meth:`membership`), before the write even starts."""
+        latest, with_members = self._latest(group)
+        if generation > latest or (generation == latest and with_members):
+            return self._queue(group, _Pending(generation, False), {"generation": generation})
+        pending = self._pending.get(group)
+        if pending is not None and (pending.generation, pending.members) == (generation, False):
+            return asyncio.shield(pending.write)
+        return _done()
 
-    async def record_membership(
+    def record_membership(
         self, group: str, generation: int, membership: Mapping[str, Any]
-    ) -> None:
-        """Store the membership of the group's ``generation`` now that it is Stable, unless a
-        newer generation is stored (or being stored), or this one's membership already is."""
-        if generation < max(self.generation(group), self._promised.get(group, 0)):
-            return
-        if self._promised_membership.get(group) == generation or (
-            self.generation(group) == generation and self.membership(group) is not None
-        ):
-            return
-        self._promised_membership[group] = generation
-        try:
-            value = {"generation": generation, "membership": membership}
-            await self._append([(["group", group], value)])
-        finally:
-            if self._promised_membership.get(group) == generation:
-                del self._promised_membership[group]
+    ) -> asyncio.Future[None]:
+        """Store the membership of the group's ``generation`` now that it is Stable, unless
+        a newer generation is stored or being stored, or this one's membership is."""
+        latest, with_members = self._latest(group)
+        if generation < latest or (generation == latest and with_members):
+            return _done()
+        value = {"generation": generation, "membership": membership}
+        return self._queue(group, _Pending(generation, True), value)
 
     async def delete_group(self, group: str) -> None:
-        await self._append([(["group", group], None)])
+        await self._queue(group, _Pending(0, False), None)
 
     async def forget_topic(self, topic: str) -> None:
         """Drop every group's committed offsets of ``topic`` (it was deleted)."""
@@ -217,6 +230,29 @@ class OffsetStore:
             await self._append(doomed)
 
     # --- inside ---------------------------------------------------------------------------
+
+    def _queue(
+        self, group: str, pending: _Pending, value: Mapping[str, Any] | None
+    ) -> asyncio.Future[None]:
+        """Write a ["group", group] record once the group's last one is written, so that they
+        reach the log in the order they were asked for; the write, shielded."""
+        before = self._pending.get(group)
+
+        async def write() -> None:
+            if before is not None:
+                with contextlib.suppress(Exception):  # its own callers hear of its failure
+                    await before.write
+            await self._append([(["group", group], value)])
+
+        pending.write = asyncio.ensure_future(write())
+        self._pending[group] = pending
+
+        def written(_: object) -> None:
+            if self._pending.get(group) is pending:
+                del self._pending[group]
+
+        pending.write.add_done_callback(written)
+        return asyncio.shield(pending.write)
 
     async def _append(self, entries: Sequence[tuple[list[Any], Mapping[str, Any] | None]]) -> None:
         await self._writable.wait()
@@ -324,6 +360,12 @@ class OffsetStore:
             # Only this broker writes the log, and every batch in it passed its CRC check: a
             # record that does not parse is a bug, not damage. Skip it loudly.
             logger.error("group offsets: skipping unreadable record at %d: %s", log_offset, exc)
+
+
+def _done() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 def _batch(records: Sequence[tuple[bytes, bytes | None]]) -> bytes:

@@ -170,9 +170,20 @@ def test_scale_2_to_4_to_1_under_a_producer_and_a_consumer_group(
             eventually(lambda: committed(stack, group) or None, "the group to commit", timeout=60)
 
             def settled() -> dict[str, Any] | None:
+                # Both members, and every partition assigned: with cooperative-sticky the
+                # generation that revokes a partition is Stable too, before the one that
+                # hands it over.
                 described = describe(stack, group)
-                stable = described and described["state"] == "Stable"
-                return described if stable and len(described["members"]) == 2 else None
+                if not described or described["state"] != "Stable":
+                    return None
+                owned = [
+                    p
+                    for m in described["members"]
+                    for a in m["assignment"] or ()
+                    for p in a["partitions"]
+                ]
+                both = len(described["members"]) == 2
+                return described if both and sorted(owned) == list(range(PARTITIONS)) else None
 
             generation = eventually(settled, "both members in one generation")["generation"]
 

@@ -6,6 +6,7 @@ comes back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -56,6 +57,14 @@ async def coordinator(logs: LogManager) -> AsyncIterator[GroupCoordinator]:
     made.start()
     yield made
     await made.close()
+
+
+def started(logs: LogManager, settings: GroupSettings | None = None) -> GroupCoordinator:
+    """A coordinator of a standalone broker (the offsets topic made if need be), running."""
+    ensure_offsets_topic(logs)
+    coordinator = GroupCoordinator(logs, settings)
+    coordinator.start()
+    return coordinator
 
 
 async def joined(coordinator: GroupCoordinator, group: str) -> tuple[str, int]:
@@ -127,14 +136,33 @@ async def test_groups_are_given_up_when_their_partition_leaves_and_resumed_when_
     committed = await eventually(lambda: coordinator.committed("g"))
     assert committed[("t", 1)].offset == 42
     assert coordinator.describe("g")["generation"] == generation
-    # It was Stable when it left: its member carries on in its generation (the join that was
-    # pending failed, and is made again).
-    coordinator.heartbeat("g", member, generation)
-    await coordinator.commit("g", member, generation, [OffsetEntry("t", 1, 43)])
-    rejoined = await coordinator.join("g", request(member))
-    assert rejoined.generation > generation
-    with pytest.raises(errors.IllegalGeneration):  # the old generation stays fenced
+    # It left in the middle of a rebalance: its membership was not the group any more.
+    with pytest.raises(errors.UnknownMember):  # the old member rejoins ...
         coordinator.heartbeat("g", member, generation)
+    _, again = await joined(coordinator, "g")
+    assert again > generation  # ... into a newer generation: the old one stays fenced
+
+
+async def test_a_stable_group_moved_away_and_back_carries_on_without_a_rebalance(
+    logs: LogManager, coordinator: GroupCoordinator
+) -> None:
+    mine = group_offsets_partition("g", GROUP_OFFSETS_PARTITIONS)
+    member, generation = await joined(coordinator, "g")
+    place(logs, set(ALL) - {mine}, {mine})
+    coordinator.placement_changed()
+    with pytest.raises(errors.NotCoordinator):
+        coordinator.heartbeat("g", member, generation)
+    for _ in range(100):  # the clock gives the group up
+        if "g" not in coordinator.group_ids():
+            break
+        await asyncio.sleep(0.01)
+    assert "g" not in coordinator.group_ids()
+    place(logs, set(ALL))  # back: its store is loaded, and its Stable group restored
+    coordinator.placement_changed()
+    await eventually(lambda: coordinator.heartbeat("g", member, generation))
+    await coordinator.commit("g", member, generation, [OffsetEntry("t", 1, 43)])
+    assert coordinator.describe("g")["state"] == "Stable"
+    assert coordinator.rebalances() == {"g": 0}
 
 
 async def test_without_the_offsets_topic_no_group_is_coordinated(logs: LogManager) -> None:
@@ -205,27 +233,24 @@ async def test_legacy_offsets_wait_for_their_partition_and_never_go_back(
 async def test_a_group_taken_over_waits_for_all_its_members_before_its_first_rebalance(
     logs: LogManager,
 ) -> None:
-    ensure_offsets_topic(logs)
-    first = GroupCoordinator(logs)
-    first.start()
+    first = started(logs)
     # A generation that never turned Stable: no membership to carry on with.
     result = await first.join("g", request())
     member, generation = result.member_id, result.generation
     await first.close()
     # Another coordinator (a restart, or the partition moved): the group had a generation.
     settings = GroupSettings(takeover_rebalance_delay_ms=500)
-    second = GroupCoordinator(logs, settings)
-    second.start()
+    second = started(logs, settings)
     try:
         with pytest.raises(errors.UnknownMember):  # an old member's heartbeat comes first ...
             second.heartbeat("g", member, generation)
         await asyncio.sleep(0.05)  # ... and its empty group is forgotten: the wait is not
-        started = time.monotonic()
+        began = time.monotonic()
         a = asyncio.ensure_future(second.join("g", request()))
         await asyncio.sleep(0.2)  # the other member rejoins a little later
         b = asyncio.ensure_future(second.join("g", request()))
         results = await asyncio.gather(a, b)
-        assert time.monotonic() - started >= 0.45
+        assert time.monotonic() - began >= 0.45
         assert results[0].generation == results[1].generation  # one rebalance, not two
     finally:
         await second.close()
@@ -245,9 +270,7 @@ async def test_close_right_after_a_group_change_does_not_hang(logs: LogManager) 
 async def test_a_stable_group_taken_over_keeps_its_members_generation_and_assignments(
     logs: LogManager,
 ) -> None:
-    ensure_offsets_topic(logs)
-    first = GroupCoordinator(logs, GroupSettings(initial_rebalance_delay_ms=100))
-    first.start()
+    first = started(logs, GroupSettings(initial_rebalance_delay_ms=100))
     joins = await asyncio.gather(*(first.join("g", request()) for _ in range(2)))
     assert joins[0].generation == joins[1].generation  # one round
     generation, leader = joins[0].generation, joins[0].leader
@@ -258,8 +281,7 @@ async def test_a_stable_group_taken_over_keeps_its_members_generation_and_assign
     )
     await first.close()
 
-    second = GroupCoordinator(logs)  # a restart, or the partition moved here
-    second.start()
+    second = started(logs)  # a restart, or the partition moved here
     try:
         # Its members are live before any of them called: no reset, no deletion.
         with pytest.raises(errors.GroupNotEmpty):
@@ -283,20 +305,58 @@ async def test_a_stable_group_taken_over_keeps_its_members_generation_and_assign
 async def test_a_group_whose_members_all_left_is_not_taken_over_with_them(
     logs: LogManager,
 ) -> None:
-    ensure_offsets_topic(logs)
-    first = GroupCoordinator(logs)
-    first.start()
+    first = started(logs)
     member, generation = await joined(first, "g")
     first.leave("g", member)
     await first.close()  # waits for what the clock started writing
 
-    second = GroupCoordinator(logs)
-    second.start()
+    second = started(logs)
     try:
         described = second.describe("g")
         assert described["state"] == "Empty" and described["members"] == []
         assert described["generation"] > generation
         with pytest.raises(errors.UnknownMember):
             second.heartbeat("g", member, generation)
+    finally:
+        await second.close()
+
+
+async def test_a_group_that_began_a_rebalance_is_taken_over_without_its_old_members(
+    logs: LogManager,
+) -> None:
+    first = started(logs)
+    member, generation = await joined(first, "g")
+    newcomer = asyncio.ensure_future(first.join("g", request()))  # a rebalance begins
+    await asyncio.sleep(0)
+    assert first._store("g").membership("g") is None  # at once, not when the write is done
+    newcomer.cancel()  # the broker stops (its client would make the join again elsewhere)
+    with contextlib.suppress(asyncio.CancelledError):
+        await newcomer
+    await first.close()
+
+    second = started(logs)
+    try:
+        with pytest.raises(errors.UnknownMember):  # everyone rejoins: none is a ghost
+            second.heartbeat("g", member, generation)
+        assert second.describe("g")["members"] == []
+    finally:
+        await second.close()
+
+
+async def test_members_of_a_group_taken_over_are_timed_from_the_takeover(
+    logs: LogManager,
+) -> None:
+    first = started(logs)
+    short = JoinRequest("", "client", "127.0.0.1", 1.0, 1.0, "consumer", (("range", b""),))
+    result = await first.join("g", short)
+    await first.sync("g", result.member_id, result.generation, {result.member_id: b""})
+    await first.close()
+
+    second = started(logs)  # restored at load: its clock evicts the silent member
+    try:
+        await asyncio.sleep(1.3)
+        described = second.describe("g")
+        assert described["members"] == [] and described["state"] == "Empty"
+        assert described["generation"] > result.generation
     finally:
         await second.close()

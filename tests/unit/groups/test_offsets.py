@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from millstream import errors
 from millstream.broker.groups import offsets
 from millstream.broker.groups.offsets import OffsetStore
 from millstream.broker.storage.config import TopicConfig
@@ -50,7 +51,22 @@ async def test_a_generation_is_written_once_and_never_goes_back(tmp_path: Path) 
     await store.log.close()
 
 
-MEMBERSHIP = {"protocol_type": "consumer", "protocol": "range", "leader": "m", "members": []}
+MEMBERSHIP = {
+    "protocol_type": "consumer",
+    "protocol": "range",
+    "leader": "m",
+    "members": [
+        {
+            "id": "m",
+            "client_id": "c",
+            "client_host": "127.0.0.1",
+            "session_timeout_ms": 10_000,
+            "rebalance_timeout_ms": 10_000,
+            "protocols": [["range", ""]],
+            "assignment": "",
+        }
+    ],
+}
 
 
 async def test_a_membership_rides_with_its_generation_and_a_newer_generation_clears_it(
@@ -81,6 +97,45 @@ async def test_a_membership_written_after_a_newer_generation_is_ignored(tmp_path
     store = await reopen(store)
     assert store.generation("g") == 5 and store.membership("g") is None
     await store.log.close()
+
+
+async def test_every_answer_of_a_generation_waits_until_it_is_durable(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    first, second = store.record_generation("g", 3), store.record_generation("g", 3)
+    assert store.generation("g") == 3  # counted at once
+    await asyncio.sleep(0)
+    assert not second.done()  # not before the one write is on disk
+    await asyncio.gather(first, second)
+    assert store.log.log_end_offset == 1
+    await store.log.close()
+
+
+async def test_a_failed_generation_write_fails_every_answer_waiting_on_it(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    answers = [store.record_generation("g", 3) for _ in range(2)]
+    # The partition is switching to another broker: nothing more is written here.
+    store.log.seal(errors.NotLeader("moving away"))
+    for answer in answers:
+        with pytest.raises(errors.NotLeader):
+            await answer
+    assert store.generation("g") == 0
+    await store.log.close()
+
+
+async def test_records_of_a_group_reach_the_log_in_the_order_asked(tmp_path: Path) -> None:
+    # A membership still being written when the group rebalances or empties: what replay
+    # finds last is the newer record, without members.
+    for later in (1, 2):  # a rebalance began (same generation), the group emptied (next one)
+        store = open_store(tmp_path / str(later))
+        await store.record_generation("g", 1)
+        membership = store.record_membership("g", 1, MEMBERSHIP)
+        emptied = store.record_generation("g", later)
+        assert store.membership("g") is None and store.generation("g") == later
+        await asyncio.gather(membership, emptied)
+        assert store.log.log_end_offset == 3
+        store = await reopen(store)
+        assert store.generation("g") == later and store.membership("g") is None
+        await store.log.close()
 
 
 async def test_no_membership_is_read_while_a_newer_generation_is_being_written(
