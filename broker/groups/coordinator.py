@@ -157,8 +157,10 @@ class GroupCoordinator:
             now = time.monotonic()
             for group in list(self._groups.values()):
                 try:
+                    before = (group.state, group.generation)
                     group.tick(now)
-                    self._note_change(group)
+                    if (group.state, group.generation) != before:
+                        self._note_change(group)
                     self._forget_if_unused(group)
                 except Exception:  # one group's bug must not stop every group's clock
                     logger.exception("group %s: tick failed", group.group_id)
@@ -422,7 +424,10 @@ class GroupCoordinator:
         a session timeout later, not whenever the group is next asked for."""
         for group_id in store.groups():
             if group_id not in self._groups and store.membership(group_id) is not None:
-                self._held(group_id)
+                try:
+                    self._held(group_id)
+                except errors.MillstreamError as exc:  # not this store's group after all
+                    logger.error("group %s: not restored (%s)", group_id, exc.message)
 
     async def _remember(self, group: Group) -> None:
         """Store the membership of a group that just turned Stable. Best effort, as the
@@ -450,7 +455,7 @@ class GroupCoordinator:
             store = self._store(group.group_id)
         except errors.MillstreamError:
             return
-        write = store.record_generation(group.group_id, group.generation)
+        write = store.end_membership(group.group_id, group.generation)
         if write.done():
             return
         self._writes.add(write)

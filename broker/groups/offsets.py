@@ -191,18 +191,23 @@ class OffsetStore:
         await self._append(entries)
 
     def record_generation(self, group: str, generation: int) -> asyncio.Future[None]:
-        """Store the group's generation without members: when it is newer than the last
-        one, or the last one has members (a rebalance began, so they are not the group any
-        more). Concurrent answers of one rebalance share the write, and each is durable when
-        the returned future is done. Taken into account at once (:meth:`generation`,
-        :meth:`membership`), before the write even starts."""
+        """Make sure the group's generation is at least ``generation`` on disk: done once it
+        is (a join is answered only then). Concurrent answers of one rebalance share one
+        write, and one already under way for a newer record counts too. Taken into account
+        at once (:meth:`generation`), before the write even starts."""
+        if generation > self._latest(group)[0]:
+            return self._queue(group, _Pending(generation, False), {"generation": generation})
+        return self._settled(group)
+
+    def end_membership(self, group: str, generation: int) -> asyncio.Future[None]:
+        """The group is not the stored membership any more (a rebalance began, or its last
+        member went, at ``generation``): store the generation without members. Taken into
+        account at once: :meth:`membership` is None from now on, even should the write fail
+        (then only what is on disk, for a restart, still has the members)."""
         latest, with_members = self._latest(group)
         if generation > latest or (generation == latest and with_members):
             return self._queue(group, _Pending(generation, False), {"generation": generation})
-        pending = self._pending.get(group)
-        if pending is not None and (pending.generation, pending.members) == (generation, False):
-            return asyncio.shield(pending.write)
-        return _done()
+        return self._settled(group)
 
     def record_membership(
         self, group: str, generation: int, membership: Mapping[str, Any]
@@ -217,6 +222,11 @@ class OffsetStore:
 
     async def delete_group(self, group: str) -> None:
         await self._queue(group, _Pending(0, False), None)
+
+    def _settled(self, group: str) -> asyncio.Future[None]:
+        """Done once the group's record being written (if any) is durable."""
+        pending = self._pending.get(group)
+        return _done() if pending is None else asyncio.shield(pending.write)
 
     async def forget_topic(self, topic: str) -> None:
         """Drop every group's committed offsets of ``topic`` (it was deleted)."""
@@ -247,9 +257,19 @@ class OffsetStore:
         pending.write = asyncio.ensure_future(write())
         self._pending[group] = pending
 
-        def written(_: object) -> None:
+        def written(write: asyncio.Future[None]) -> None:
             if self._pending.get(group) is pending:
                 del self._pending[group]
+            failed = not write.cancelled() and write.exception() is not None
+            stored = self._groups.get(group)
+            if failed and not pending.members and value is not None and stored is not None:
+                # Not on disk, but this broker must not bring the members back, nor hand the
+                # generation out again.
+                stored.membership = None
+                stored.generation = (
+                    stored.generation[0],
+                    max(stored.generation[1], pending.generation),
+                )
 
         pending.write.add_done_callback(written)
         return asyncio.shield(pending.write)

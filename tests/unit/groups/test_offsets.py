@@ -129,13 +129,36 @@ async def test_records_of_a_group_reach_the_log_in_the_order_asked(tmp_path: Pat
         store = open_store(tmp_path / str(later))
         await store.record_generation("g", 1)
         membership = store.record_membership("g", 1, MEMBERSHIP)
-        emptied = store.record_generation("g", later)
+        emptied = store.end_membership("g", later)
         assert store.membership("g") is None and store.generation("g") == later
         await asyncio.gather(membership, emptied)
         assert store.log.log_end_offset == 3
         store = await reopen(store)
         assert store.generation("g") == later and store.membership("g") is None
         await store.log.close()
+
+
+async def test_a_join_answered_in_the_stored_generation_keeps_its_membership(
+    tmp_path: Path,
+) -> None:
+    # A follower rejoining a Stable group unchanged is answered with the current generation.
+    store = open_store(tmp_path)
+    await store.record_generation("g", 1)
+    await store.record_membership("g", 1, MEMBERSHIP)
+    await store.record_generation("g", 1)
+    assert store.membership("g") == MEMBERSHIP and store.log.log_end_offset == 2
+    await store.log.close()
+
+
+async def test_a_membership_ended_but_not_written_is_not_brought_back(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    await store.record_generation("g", 1)
+    await store.record_membership("g", 1, MEMBERSHIP)
+    store.log.seal(errors.NotLeader("moving away"))
+    with pytest.raises(errors.NotLeader):
+        await store.end_membership("g", 2)  # the group emptied
+    assert store.membership("g") is None and store.generation("g") == 2
+    await store.log.close()
 
 
 async def test_no_membership_is_read_while_a_newer_generation_is_being_written(
