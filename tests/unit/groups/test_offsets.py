@@ -69,6 +69,14 @@ MEMBERSHIP = {
 }
 
 
+async def stable_store(directory: Path) -> OffsetStore:
+    """A store holding group g, Stable in generation 1 with MEMBERSHIP."""
+    store = open_store(directory)
+    await store.record_generation("g", 1)
+    await store.record_membership("g", 1, MEMBERSHIP)
+    return store
+
+
 async def test_a_membership_rides_with_its_generation_and_a_newer_generation_clears_it(
     tmp_path: Path,
 ) -> None:
@@ -142,18 +150,14 @@ async def test_a_join_answered_in_the_stored_generation_keeps_its_membership(
     tmp_path: Path,
 ) -> None:
     # A follower rejoining a Stable group unchanged is answered with the current generation.
-    store = open_store(tmp_path)
-    await store.record_generation("g", 1)
-    await store.record_membership("g", 1, MEMBERSHIP)
+    store = await stable_store(tmp_path)
     await store.record_generation("g", 1)
     assert store.membership("g") == MEMBERSHIP and store.log.log_end_offset == 2
     await store.log.close()
 
 
 async def test_a_membership_ended_but_not_written_is_not_brought_back(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
-    await store.record_generation("g", 1)
-    await store.record_membership("g", 1, MEMBERSHIP)
+    store = await stable_store(tmp_path)
     store.log.seal(errors.NotLeader("moving away"))
     with pytest.raises(errors.NotLeader):
         await store.end_membership("g", 2)  # the group emptied
@@ -164,9 +168,7 @@ async def test_a_membership_ended_but_not_written_is_not_brought_back(tmp_path: 
 async def test_no_membership_is_read_while_a_newer_generation_is_being_written(
     tmp_path: Path,
 ) -> None:
-    store = open_store(tmp_path)
-    await store.record_generation("g", 1)
-    await store.record_membership("g", 1, MEMBERSHIP)
+    store = await stable_store(tmp_path)
     writing = asyncio.ensure_future(store.record_generation("g", 2))
     await asyncio.sleep(0)  # promised, not yet durable
     assert store.membership("g") is None
