@@ -21,11 +21,8 @@ from aiohttp import web
 
 from millstream.broker.cluster.node import ClusterNode
 from millstream.broker.cluster.store import MetadataStore
-from millstream.broker.groups.coordinator import (
-    GroupCoordinator,
-    GroupSettings,
-    ensure_offsets_topic,
-)
+from millstream.broker.groups.coordinator import GroupCoordinator, ensure_offsets_topic
+from millstream.broker.groups.settings import GroupSettings
 from millstream.broker.http.app import make_app
 from millstream.broker.http.auth import AdminAuth
 from millstream.broker.http.keys import STOPPING, HttpSettings

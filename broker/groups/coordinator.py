@@ -53,6 +53,7 @@ from millstream.broker.groups.group import (
 )
 from millstream.broker.groups.offset_partitions import OffsetPartitions
 from millstream.broker.groups.offsets import CommittedOffset, OffsetStore
+from millstream.broker.groups.settings import GroupSettings
 from millstream.broker.storage.log_manager import LogManager
 from millstream.internal_topics import (
     GROUP_OFFSETS_CONFIG,
@@ -70,19 +71,6 @@ _GROUP_ID: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _ANSWER_MARGIN_S: Final = 5.0
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSettings:
-    min_session_timeout_ms: int = 1_000
-    max_session_timeout_ms: int = 300_000
-    max_rebalance_timeout_ms: int = 300_000
-    initial_rebalance_delay_ms: int = 0
-    # The first rebalance of a group this broker takes over without its membership (its
-    # offsets partition moved here, or the broker restarted, in the middle of a rebalance)
-    # waits this long, so that every member that was consuming has heard (its heartbeat
-    # fails) and rejoins into the same generation rather than a later one.
-    takeover_rebalance_delay_ms: int = 3_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +160,7 @@ class GroupCoordinator:
     # --- membership -----------------------------------------------------------------------
 
     async def join(self, group_id: str, request: JoinRequest) -> JoinResult:
-        self._check_timeouts(request)
+        self.settings.check_timeouts(request)
         group = self._group(group_id, create=True)
         if self._store(group_id).take_over(group_id):
             # Taken over (see GroupSettings): only a join spends it, whoever came first.
@@ -226,21 +214,6 @@ class GroupCoordinator:
             raise errors.RebalanceInProgress(
                 f"group {group.group_id!r} did not complete its rebalance in time; rejoin"
             ) from None
-
-    def _check_timeouts(self, request: JoinRequest) -> None:
-        s = self.settings
-        session_ms = request.session_timeout_s * 1000
-        if not s.min_session_timeout_ms <= session_ms <= s.max_session_timeout_ms:
-            raise errors.InvalidSessionTimeout(
-                f"session_timeout_ms must be between {s.min_session_timeout_ms} and "
-                f"{s.max_session_timeout_ms}, got {session_ms:.0f}"
-            )
-        rebalance_ms = request.rebalance_timeout_s * 1000
-        if not 1 <= rebalance_ms <= s.max_rebalance_timeout_ms:
-            raise errors.InvalidSessionTimeout(
-                f"rebalance_timeout_ms must be between 1 and {s.max_rebalance_timeout_ms}, "
-                f"got {rebalance_ms:.0f}"
-            )
 
     # --- offsets --------------------------------------------------------------------------
 

@@ -17,12 +17,12 @@ import pytest
 from millstream import errors
 from millstream.broker.groups.coordinator import (
     GroupCoordinator,
-    GroupSettings,
     OffsetEntry,
     ensure_offsets_topic,
 )
 from millstream.broker.groups.group import JoinRequest
 from millstream.broker.groups.offsets import OffsetStore
+from millstream.broker.groups.settings import GroupSettings
 from millstream.broker.storage.config import TopicConfig
 from millstream.broker.storage.log_manager import LogManager
 from millstream.broker.storage.partition_log import PartitionLog
