@@ -47,7 +47,7 @@ def url_options() -> argparse.ArgumentParser:
     parent.add_argument(
         "--url",
         default=argparse.SUPPRESS,  # so that `millstream --url X topics list` is not overwritten
-        help=f"broker URL (default: ${URL_ENV} or {DEFAULT_URL})",
+        help=f"broker URL, or several comma-separated (default: ${URL_ENV} or {DEFAULT_URL})",
     )
     return parent
 

@@ -5,10 +5,11 @@ URL of every request and tells it what went wrong. Producers, consumers, group m
 admin know nothing of it: a request's path says its route (:func:`route_of`: a partition's
 requests, a group's); only the admin's fan-outs name a broker (:class:`BrokerRoute`).
 
-- The metadata (``GET /v1/cluster``) is fetched once, lazily, from the URL the client was
-  given (the bootstrap broker, or any broker it learnt of if that one is down). A standalone
-  broker says ``"mode": "standalone"`` (a broker too old to have the route answers 404): then
-  every request goes to the bootstrap URL, as before clusters existed.
+- The metadata (``GET /v1/cluster``) is fetched once, lazily, from the first of the URLs the
+  client was given that answers (Kafka's ``bootstrap.servers``; then any broker it learnt of
+  if those are down). A standalone broker says ``"mode": "standalone"`` (a broker too old to
+  have the route answers 404): then every request goes to the bootstrap URL, as before
+  clusters existed.
 - A partition's requests go to the broker it is placed on, a group's to its coordinator (the
   broker serving the group's partition of the group-offsets topic,
   :func:`~millstream.internal_topics.group_offsets_partition`, as the brokers compute it);
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
@@ -128,8 +129,11 @@ class Router:
     """Routes for one client. ``fetch(url)`` returns the JSON of ``GET <url>/v1/cluster``
     (raising the transport's errors)."""
 
-    def __init__(self, bootstrap: str, fetch: Fetch) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap: str | Sequence[str], fetch: Fetch) -> None:
+        self.bootstraps = (bootstrap,) if isinstance(bootstrap, str) else tuple(bootstrap)
+        if not self.bootstraps:
+            raise ValueError("no bootstrap URL")
+        self.bootstrap = self.bootstraps[0]
         self._fetch = fetch
         self.view: ClusterView | None = None
         self._loaded_at: float | None = None  # monotonic time of the last successful load
@@ -166,10 +170,10 @@ class Router:
         return self.bootstrap
 
     def _known_urls(self) -> list[str]:
-        """The bootstrap URL, then those of the brokers the metadata lists, by id."""
+        """The bootstrap URLs, then those of the brokers the metadata lists, by id."""
         view = self.view
         brokers = [view.brokers[b] for b in sorted(view.brokers)] if view is not None else []
-        return list(dict.fromkeys([self.bootstrap, *brokers]))
+        return list(dict.fromkeys([*self.bootstraps, *brokers]))
 
     # --- what went wrong ----------------------------------------------------------------
 

@@ -123,9 +123,21 @@ class Reply:
             raise errors.MillstreamError(f"the broker sent invalid JSON: {exc}") from None
 
 
+def bootstrap_urls(text: str) -> tuple[str, ...]:
+    """The broker URLs of ``text``: one, or several comma-separated; each http(s)://."""
+    urls = tuple(dict.fromkeys(u.strip().rstrip("/") for u in text.split(",") if u.strip()))
+    if not urls:
+        raise errors.InvalidRequest(f"no broker URL in {text!r}")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise errors.InvalidRequest(f"broker URL must start with http:// or https://: {url!r}")
+    return urls
+
+
 class Transport:
     """The brokers of a cluster (or one standalone broker), reached from ``url``, and a pooled
-    aiohttp session, opened on first use.
+    aiohttp session, opened on first use. ``url`` may list several brokers, comma-separated
+    (Kafka's ``bootstrap.servers``): the first that answers tells the client of the others.
 
     Not thread-safe: use it from the event loop it was first used on. Clients share one when
     given it (``Producer(transport)``); whoever created it closes it.
@@ -138,13 +150,12 @@ class Transport:
         timeout_s: float = 30.0,
         connections: int = 100,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise errors.InvalidRequest(f"broker URL must start with http:// or https://: {url!r}")
-        self.url = url.rstrip("/")
+        self.urls = bootstrap_urls(url)
+        self.url = self.urls[0]
         self.timeout_s = timeout_s
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
-        self.router = Router(self.url, self._fetch_cluster)
+        self.router = Router(self.urls, self._fetch_cluster)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

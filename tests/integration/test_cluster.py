@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -226,6 +227,27 @@ async def test_producer_and_consumer_through_any_broker(cluster: TestCluster) ->
         described = await admin.describe_topic("routed")
     assert [p.broker for p in described.partitions] == [0, 1, 2, 0, 1, 2]
     assert sum(p.latest_offset for p in described.partitions) == 61
+
+
+async def test_clients_bootstrap_from_the_first_listed_broker_that_answers(
+    cluster: TestCluster,
+) -> None:
+    cluster.push_topic("listed", 3)
+    with socket.socket() as s:  # a port nobody listens on: a broker that is down
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    bootstrap = f"{down},{cluster.urls[1]}"
+    async with Producer(bootstrap, linger_ms=1) as producer:
+        sent = [await producer.send_and_wait("listed", b"v%d" % p, partition=p) for p in range(3)]
+    assert sorted(m.partition for m in sent) == [0, 1, 2]
+    async with Consumer(bootstrap, group_id="listed", auto_offset_reset="earliest") as consumer:
+        consumer.subscribe(["listed"])
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + 20
+        while len(records) < 3 and time.monotonic() < deadline:
+            records += await consumer.poll(timeout_ms=500)
+        await consumer.commit()
+    assert sorted(r.value for r in records) == [b"v0", b"v1", b"v2"]
 
 
 async def test_a_consumer_group_across_brokers(cluster: TestCluster) -> None:

@@ -139,6 +139,17 @@ async def test_an_unreachable_broker_is_avoided_and_the_metadata_read_elsewhere(
     assert not await router.unreachable("http://b", PartitionRoute("t", 0))
 
 
+async def test_the_metadata_comes_from_the_first_bootstrap_broker_that_answers() -> None:
+    fetch = Fetches(errors.BrokerUnavailable("down"), CLUSTER)
+    router = Router(["http://boot-1", "http://boot-2"], fetch)
+    assert await router.url_for(PartitionRoute("t", 0)) == "http://b"
+    assert fetch.urls == ["http://boot-1", "http://boot-2"]
+    router._loaded_at = 0.0
+    # One that stopped answering is passed over for requests that may go anywhere.
+    assert await router.unreachable("http://boot-1", None)
+    assert await router.url_for(None) == "http://boot-2"
+
+
 async def test_no_broker_answering_is_an_error_only_when_nothing_is_known() -> None:
     router = Router("http://boot", Fetches(errors.BrokerUnavailable("down")))
     with pytest.raises(errors.BrokerUnavailable):

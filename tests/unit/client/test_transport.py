@@ -77,9 +77,16 @@ def test_topic_names_are_escaped_in_paths() -> None:
     assert topic_path("a/b c", "partitions", 0) == "/v1/topics/a%2Fb%20c/partitions/0"
 
 
-def test_a_url_without_a_scheme_is_refused() -> None:
+@pytest.mark.parametrize("url", ["127.0.0.1:9092", "http://a:1,b:2", "", " , "])
+def test_a_url_without_a_scheme_is_refused(url: str) -> None:
     with pytest.raises(errors.InvalidRequest):
-        Transport("127.0.0.1:9092")
+        Transport(url)
+
+
+def test_several_bootstrap_urls_are_comma_separated() -> None:
+    transport = Transport(" http://a:1/, http://b:2 ,http://a:1")
+    assert transport.urls == ("http://a:1", "http://b:2") and transport.url == "http://a:1"
+    assert transport.router.bootstraps == transport.urls
 
 
 async def test_a_port_nobody_listens_on_is_broker_unavailable() -> None:
