@@ -117,13 +117,14 @@ class GroupCoordinator:
         await self._partitions.adopt_legacy(directory)
 
     async def close(self) -> None:
-        """Stop the clock; the logs are the log manager's to close."""
+        """Stop the clock and let the groups' records being written finish (whoever asked
+        for them hears how); the logs are the log manager's to close."""
         if self._clock is not None:
             self._clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock
-        if self._writes:
-            await asyncio.wait(self._writes)
+        for store in self._partitions.stores():
+            await store.settle()
         await self._partitions.close()
 
     async def maintain(self) -> None:

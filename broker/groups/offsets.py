@@ -223,6 +223,12 @@ class OffsetStore:
     async def delete_group(self, group: str) -> None:
         await self._queue(group, _Pending(0, False), None)
 
+    async def settle(self) -> None:
+        """Wait until no group's record is being written (failures are their callers')."""
+        while self._pending:
+            writes = [p.write for p in self._pending.values()]
+            await asyncio.wait(writes)
+
     def _settled(self, group: str) -> asyncio.Future[None]:
         """Done once the group's record being written (if any) is durable."""
         pending = self._pending.get(group)
