@@ -16,7 +16,9 @@ gets a JSON line per rebalance (``{"event": "assigned"|"revoked", "partitions": 
 "generation", "member"}``) and the client's log. Positions are committed automatically
 (``--auto-commit-interval-ms``), before partitions are given up, and on a graceful exit; a
 ``kill -9`` leaves the records read since the last commit to be read again by the next owner.
-Integration tests run this program; it uses only the public client API.
+With ``--group-instance-id`` the member is static: restarted with the same id within its session
+timeout, it takes its old place and partitions without a rebalance (on Kubernetes, pass the
+pod's name). Integration tests run this program; it uses only the public client API.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topic", action="append", required=True, help="repeatable")
     parser.add_argument("--client-id", default=None)
     parser.add_argument(
+        "--group-instance-id",
+        default=None,
+        help="static membership: a restart with the same id takes this member's place "
+        "(no rebalance); give each process its own, e.g. its pod's name",
+    )
+    parser.add_argument(
         "--assignor", action="append", help="repeatable, preferred first (default: the client's)"
     )
     parser.add_argument("--session-timeout-ms", type=int, default=10_000)
@@ -62,6 +70,7 @@ async def consume(args: argparse.Namespace) -> None:
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         auto_commit_interval_ms=args.auto_commit_interval_ms,
+        group_instance_id=args.group_instance_id,
         **options,
     )
     stop = asyncio.Event()

@@ -134,6 +134,13 @@ class RebalanceInProgress(GroupConflict):
     code = "rebalance_in_progress"
 
 
+class FencedInstanceId(GroupConflict):
+    """Another process joined with this member's group instance id (static membership) and
+    took its place: this one must stop, not rejoin (it would only fence the other in turn)."""
+
+    code = "fenced_instance_id"
+
+
 class InconsistentGroupProtocol(GroupConflict):
     """No protocol every member supports, or a protocol type other than the group's."""
 

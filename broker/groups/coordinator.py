@@ -180,6 +180,8 @@ class GroupCoordinator:
         # One write per generation, shared by its members' answers: none is given before it
         # is durable (or a coordinator taking over could hand the same number out again).
         await _written(self._store(group_id).record_generation(group_id, result.generation))
+        if group.state is GroupState.STABLE and group.generation == result.generation:
+            await self._remember(group)  # a static member's new process may have taken a place
         return result
 
     async def sync(

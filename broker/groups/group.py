@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 from millstream import errors
 
+_REPLACED_KEPT = 100  # replaced static member ids remembered per group
+
 
 class GroupState(enum.StrEnum):
     EMPTY = "Empty"
@@ -56,6 +58,9 @@ class JoinRequest:
     rebalance_timeout_s: float
     protocol_type: str
     protocols: tuple[tuple[str, bytes], ...]  # (name, metadata), in the member's preference
+    # Static membership (Kafka's group.instance.id, KIP-345): a process that restarts with
+    # the same instance id takes its old member's place, without a rebalance.
+    group_instance_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,9 @@ class Group:
     leader: str | None = None
     members: dict[str, Member] = field(default_factory=dict)
     rebalances: int = 0  # started since this broker began, for metrics
+    # Member ids a restarted static member took the place of (the latest few): their calls
+    # are answered fenced_instance_id, so the old process stops instead of rejoining.
+    replaced: dict[str, str] = field(default_factory=dict)
     _join_deadline: float = 0.0  # stragglers are dropped from the rebalance after this
     _join_not_before: float = 0.0  # the initial delay
     _sync_deadline: float = 0.0  # the leader's assignment is due by then
@@ -129,18 +137,28 @@ class Group:
                 f"group {self.group_id!r} uses protocol type {self.protocol_type!r}, "
                 f"not {request.protocol_type!r}"
             )
-        if self.members and not self._supported_by_all(request, skip=request.member_id):
+        static = None
+        if not request.member_id and request.group_instance_id is not None:
+            static = self._static_member(request.group_instance_id)
+        skip = request.member_id if static is None else static.member_id
+        if self.members and not self._supported_by_all(request, skip=skip):
             raise errors.InconsistentGroupProtocol(
                 f"none of {[name for name, _ in request.protocols]} is supported by every "
                 f"member of group {self.group_id!r}"
             )
-        known = request.member_id in self.members
-        member = self._member_for(request, now)
+        if static is not None:
+            # A static member's new process: a Stable group with nothing changed carries on.
+            unchanged = static.request.protocols == request.protocols
+            member = self._take_place(static, request, now)
+        else:
+            known = request.member_id in self.members
+            member = self._member_for(request, now)
+            unchanged = known and self._unchanged(member, request)
         if member.joining is not None:  # a retried join replaces the one still waiting
             member.joining.set_exception(errors.RebalanceInProgress("replaced by a newer join"))
         future: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
         member.joining = future
-        if known and self.state is GroupState.STABLE and self._unchanged(member, request):
+        if unchanged and self.state is GroupState.STABLE:
             # A follower rejoining with what it had: nothing to rebalance (as Kafka does).
             member.joining = None
             member.request = request  # its timeouts may have changed
@@ -271,8 +289,41 @@ class Group:
 
     # --- inside ---------------------------------------------------------------------------
 
+    def _static_member(self, instance_id: str) -> Member | None:
+        return next(
+            (m for m in self.members.values() if m.request.group_instance_id == instance_id),
+            None,
+        )
+
+    def _take_place(self, old: Member, request: JoinRequest, now: float) -> Member:
+        """A static member's new process takes the old member's place under a new member id
+        (the old id is fenced), with its assignment: in a Stable group that it carries on
+        in, it is handed that at its sync."""
+        self.replaced[old.member_id] = request.group_instance_id or ""
+        for pending in (old.joining, old.syncing):
+            if pending is not None and not pending.done():
+                pending.set_exception(self._fenced_error(old.member_id))
+        del self.members[old.member_id]
+        self.replaced[old.member_id] = request.group_instance_id or ""
+        while len(self.replaced) > _REPLACED_KEPT:
+            del self.replaced[next(iter(self.replaced))]
+        member_id = f"{request.client_id or 'member'}-{uuid.uuid4()}"
+        member = Member(member_id, request, now, old.assignment, joined=True)
+        self.members[member_id] = member
+        if self.leader == old.member_id:
+            self.leader = member_id
+        return member
+
+    def _fenced_error(self, member_id: str) -> errors.FencedInstanceId:
+        return errors.FencedInstanceId(
+            f"{member_id!r} of group {self.group_id!r} was replaced by a new process with its "
+            f"group instance id {self.replaced.get(member_id, '')!r}; this one must stop"
+        )
+
     def _member_for(self, request: JoinRequest, now: float) -> Member:
         if request.member_id:
+            if request.member_id in self.replaced:
+                raise self._fenced_error(request.member_id)
             member = self.members.get(request.member_id)
             if member is None:
                 raise errors.UnknownMember(
@@ -305,6 +356,8 @@ class Group:
         self._check_alive()
         member = self.members.get(member_id)
         if member is None:
+            if member_id in self.replaced:
+                raise self._fenced_error(member_id)
             raise errors.UnknownMember(
                 f"{member_id!r} is not a member of group {self.group_id!r}; join again"
             )

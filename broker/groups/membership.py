@@ -20,7 +20,8 @@ JSON, bytes in base64::
 
     {"protocol_type", "protocol", "leader",
      "members": [{"id", "client_id", "client_host", "session_timeout_ms",
-                  "rebalance_timeout_ms", "protocols": [[name, metadata]], "assignment"}]}
+                  "rebalance_timeout_ms", "protocols": [[name, metadata]], "assignment",
+                  "group_instance_id"?}]}
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def restore(
 
 def _member(member: Member) -> dict[str, Any]:
     request = member.request
-    return {
+    stored: dict[str, Any] = {
         "id": member.member_id,
         "client_id": request.client_id,
         "client_host": request.client_host,
@@ -84,6 +85,9 @@ def _member(member: Member) -> dict[str, Any]:
         "protocols": [[name, _text(metadata)] for name, metadata in request.protocols],
         "assignment": _text(member.assignment),
     }
+    if request.group_instance_id is not None:
+        stored["group_instance_id"] = request.group_instance_id
+    return stored
 
 
 def _restored_member(stored: Mapping[str, Any], protocol_type: str, now: float) -> Member:
@@ -96,6 +100,7 @@ def _restored_member(stored: Mapping[str, Any], protocol_type: str, now: float) 
         int(stored["rebalance_timeout_ms"]) / 1000,
         protocol_type,
         tuple((str(name), _bytes(metadata)) for name, metadata in stored["protocols"]),
+        None if stored.get("group_instance_id") is None else str(stored["group_instance_id"]),
     )
     return Member(member_id, request, now, assignment=_bytes(stored["assignment"]), joined=True)
 

@@ -67,6 +67,7 @@ class _Pending:
     generation: int
     members: bool  # a membership record, or a generation alone
     write: asyncio.Future[None] = field(init=False)
+    membership: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +213,25 @@ class OffsetStore:
     def record_membership(
         self, group: str, generation: int, membership: Mapping[str, Any]
     ) -> asyncio.Future[None]:
-        """Store the membership of the group's ``generation`` now that it is Stable, unless
-        a newer generation is stored or being stored, or this one's membership is."""
+        """Store the membership of the group's ``generation`` now that it is Stable (or that a
+        static member's new process took its place in it), unless a newer generation is
+        stored or being stored, or this very membership is."""
         latest, with_members = self._latest(group)
-        if generation < latest or (generation == latest and with_members):
+        if generation < latest:
             return _done()
+        if generation == latest and with_members and self._last_membership(group) == membership:
+            return self._settled(group)
         value = {"generation": generation, "membership": membership}
-        return self._queue(group, _Pending(generation, True), value)
+        pending = _Pending(generation, True)
+        pending.membership = membership
+        return self._queue(group, pending, value)
+
+    def _last_membership(self, group: str) -> Mapping[str, Any] | None:
+        pending = self._pending.get(group)
+        if pending is not None:
+            return pending.membership
+        stored = self._groups.get(group)
+        return None if stored is None else stored.membership
 
     async def delete_group(self, group: str) -> None:
         await self._queue(group, _Pending(0, False), None)

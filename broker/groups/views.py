@@ -38,6 +38,7 @@ def describe(
                 "client_id": request.client_id,
                 "client_host": request.client_host,
                 "session_timeout_ms": round(request.session_timeout_s * 1000),
+                "group_instance_id": request.group_instance_id,
                 "assignment": None if assignment is None else _by_topic(assignment),
             }
         )

@@ -115,12 +115,18 @@ async def join(request: web.Request) -> web.Response:
         {
             "member_id",
             "client_id",
+            "group_instance_id",
             "session_timeout_ms",
             "rebalance_timeout_ms",
             "protocol_type",
             "protocols",
         },
     )
+    instance_id = body.get("group_instance_id")
+    if instance_id is not None:
+        instance_id = _str(body, "group_instance_id", limit=249)
+        if not instance_id:
+            raise errors.InvalidRequest('"group_instance_id" must not be empty')
     session_ms = _int(body, "session_timeout_ms", DEFAULT_SESSION_TIMEOUT_MS)
     protocols = []
     for i, item in enumerate(_list(body, "protocols", _MAX_PROTOCOLS)):
@@ -140,6 +146,7 @@ async def join(request: web.Request) -> web.Response:
         rebalance_timeout_s=_int(body, "rebalance_timeout_ms", session_ms) / 1000,
         protocol_type=_str(body, "protocol_type", limit=255),
         protocols=tuple(protocols),
+        group_instance_id=instance_id,
     )
     result = await request.app[GROUPS].join(_group_id(request), join_request)
     return web.json_response(_render_join(result))

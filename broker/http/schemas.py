@@ -254,12 +254,20 @@ def _groups() -> dict[str, Any]:
     offsets_of = {"type": "array", "minItems": 1, "maxItems": MAX_OFFSETS_PER_REQUEST}
     nullable_int, nullable_str = {"type": ["integer", "null"]}, {"type": ["string", "null"]}
     member = obj_schema(
-        ["member_id", "client_id", "client_host", "session_timeout_ms", "assignment"],
+        [
+            "member_id",
+            "client_id",
+            "client_host",
+            "session_timeout_ms",
+            "group_instance_id",
+            "assignment",
+        ],
         {
             "member_id": _STRING,
             "client_id": _STRING,
             "client_host": _STRING,
             "session_timeout_ms": _INTEGER,
+            "group_instance_id": nullable_str,
             "assignment": {
                 "type": ["array", "null"],
                 "items": obj_schema(
@@ -294,6 +302,11 @@ def _groups() -> dict[str, Any]:
                     "description": "Empty or absent for a new member",
                 },
                 "client_id": nullable(short),
+                "group_instance_id": {
+                    **nullable({"type": "string", "minLength": 1, "maxLength": 249}),
+                    "description": "Static membership (Kafka's group.instance.id): a member "
+                    "that restarts with the same one takes its old place, no rebalance",
+                },
                 "session_timeout_ms": nullable(
                     {"type": "integer", "minimum": 1000, "maximum": 300_000, "default": 10_000}
                 ),

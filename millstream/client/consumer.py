@@ -63,6 +63,11 @@ class Consumer:
       the assignment strategies this member supports, preferred first (the default,
       cooperative-sticky alone, rebalances incrementally; a list with an eager assignor in it
       makes this member give up all its partitions at every rebalance).
+    - ``group_instance_id``: static membership (Kafka's ``group.instance.id``): give each
+      process of a fleet its own stable id (a StatefulSet pod's name). A process that
+      restarts with it within the session timeout takes its old place and partitions, no
+      rebalance; on close it does not leave the group. If another process joins with the
+      same id, this one's polls raise ``FencedInstanceId``: it must stop.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Consumer:
         heartbeat_interval_ms: int = 3_000,
         rebalance_timeout_ms: int | None = None,
         assignors: Sequence[str] = ("cooperative-sticky",),
+        group_instance_id: str | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError(
@@ -119,6 +125,7 @@ class Consumer:
                 rebalance_timeout_ms or session_timeout_ms,
                 heartbeat_interval_ms,
                 self._backoff_s,
+                group_instance_id,
             )
             settings = c.GroupSettings(
                 group_id, member, enable_auto_commit, auto_commit_interval_ms

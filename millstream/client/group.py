@@ -77,6 +77,9 @@ class MemberSettings:
     rebalance_timeout_ms: int
     heartbeat_interval_ms: int
     retry_backoff_s: tuple[float, float] = (0.1, 1.0)
+    # Static membership (Kafka's group.instance.id): a restart with the same one takes this
+    # member's place without a rebalance; such a member does not leave the group on close.
+    group_instance_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class GroupMember:
         self._rejoin = False
         self._last_poll = time.monotonic()
         self._fenced: errors.MillstreamError | None = None
+        # Another process took this static member's place: every poll raises it from now on.
+        self._replaced: errors.FencedInstanceId | None = None
         self._join_task: asyncio.Task[_Synced] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         # As the leader last assigned them: the topics subscribed and their partition counts.
@@ -142,6 +147,10 @@ class GroupMember:
         """A request made as ``identity`` was refused because the broker has moved on: rejoin,
         and hand back what this member holds as lost if the broker says it is no longer ours.
         Nothing to do if the member has joined again since, or is joining."""
+        if isinstance(error, errors.FencedInstanceId):
+            self._replaced = error
+            self._wake()
+            return
         if identity != self.commit_identity() or self._joining():
             return
         if isinstance(error, errors.RebalanceInProgress):
@@ -155,6 +164,8 @@ class GroupMember:
         a rejoin when one is due. Raises what made a join fail for good (it is retried at the
         next poll)."""
         self._last_poll = time.monotonic()
+        if self._replaced is not None:
+            raise self._replaced
         if self._heartbeat_task is None:
             self._heartbeat_task = asyncio.ensure_future(self._heartbeats())
         if self._join_task is not None and self._join_task.done():
@@ -179,7 +190,9 @@ class GroupMember:
                 await listener.partitions_revoked(self.assignment, lost=self._fenced is not None)
         finally:
             self.assignment = frozenset()
-            if self.member_id:
+            # A static member stays in the group: its next process takes its place as it was.
+            leaving = self._settings.group_instance_id is None and self._replaced is None
+            if self.member_id and leaving:
                 try:
                     await self._api.leave(self.member_id)
                 except errors.MillstreamError as exc:
@@ -209,6 +222,9 @@ class GroupMember:
             synced = task.result()
         except _Fenced:
             return  # maintain() hands the partitions back as lost, then joins again
+        except errors.FencedInstanceId as exc:
+            self._replaced = exc
+            raise
         except Exception:
             self._rejoin = True  # raised to this poll; the next one tries again
             raise
@@ -289,6 +305,7 @@ class GroupMember:
             [(name, metadata) for name in self._assignors],
             session_timeout_ms=settings.session_timeout_ms,
             rebalance_timeout_ms=settings.rebalance_timeout_ms,
+            group_instance_id=settings.group_instance_id,
         )
         self.member_id, self._joined_generation = joined.member_id, joined.generation
         self._watched = None

@@ -57,8 +57,9 @@ class GroupApi:
         *,
         session_timeout_ms: int,
         rebalance_timeout_ms: int,
+        group_instance_id: str | None = None,
     ) -> Joined:
-        body = {
+        body: dict[str, Any] = {
             "member_id": member_id,
             "client_id": client_id,
             "session_timeout_ms": session_timeout_ms,
@@ -66,6 +67,8 @@ class GroupApi:
             "protocol_type": self.protocol_type,
             "protocols": [{"name": n, "metadata_base64": _b64(m)} for n, m in protocols],
         }
+        if group_instance_id is not None:
+            body["group_instance_id"] = group_instance_id
         answer = await self._call("join", body, rebalance_timeout_ms)
         try:
             members = tuple(

@@ -239,6 +239,15 @@ BAD: dict[str, tuple[str, Any, int, str]] = {
         "invalid_request",
     ),
     "no protocol type": ("g/join", {"protocols": PROTOCOLS}, 400, "invalid_request"),
+    **{
+        f"group instance id {what}": (
+            "g/join",
+            {"protocol_type": "c", "protocols": PROTOCOLS, "group_instance_id": value},
+            400,
+            "invalid_request",
+        )
+        for what, value in (("empty", ""), ("too long", "p" * 250), ("not a string", 7))
+    },
     "duplicate protocols": (
         "g/join",
         {"protocol_type": "c", "protocols": PROTOCOLS * 2},

@@ -362,3 +362,42 @@ async def test_a_member_that_stops_polling_leaves_and_the_others_take_over(
         await busy.poll(timeout_ms=100)  # back: what it held is lost, and it joins again
         assert busy.assignment() == set()
         await polling.until(lambda: len(busy.assignment()) == len(healthy.assignment()) == 1)
+
+
+async def test_a_static_member_restarts_into_its_place_and_the_old_process_is_fenced(
+    broker: BrokerProcess,
+) -> None:
+    await setup_topic(broker.url, "static", 2, records=20)
+    options = {**FAST, "session_timeout_ms": 10_000, "enable_auto_commit": False}
+
+    def member(instance: str) -> Consumer:
+        return Consumer(broker.url, group_id="static", group_instance_id=instance, **options)
+
+    first, other = member("pod-0"), member("pod-1")
+    async with other:
+        first.subscribe(["static"])
+        other.subscribe(["static"])
+        polling = Polling(first, other)
+        await polling.until(lambda: polling.total() >= 20 and polling.stable(tps("static", 0, 1))())
+        await first.commit()
+        before = other.group_metadata()
+        held = first.assignment()
+        await first.close()  # a static member does not leave: its place waits for it
+        async with member("pod-0") as restarted:
+            restarted.subscribe(["static"])
+            polling = Polling(restarted, other)
+            await produce(broker.url, "static", 10, 2, start=20)
+            await polling.until(lambda: polling.total() >= 10)
+            assert restarted.assignment() == held  # the old process's partitions
+            assert other.group_metadata() == before  # no rebalance: same generation
+            assert sorted(int(r.value or b"") for r in polling.got[restarted]) == sorted(
+                i for i in range(20, 30) if TopicPartition("static", i % 2) in held
+            )
+            # A zombie: a third process with the same instance id replaces this one.
+            async with member("pod-0") as replacing:
+                replacing.subscribe(["static"])
+                polling = Polling(replacing, other)
+                await polling.until(lambda: bool(replacing.assignment()))
+                with pytest.raises(errors.FencedInstanceId):
+                    for _ in range(50):  # its next heartbeat (200 ms) learns it
+                        await restarted.poll(timeout_ms=100)

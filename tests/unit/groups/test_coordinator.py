@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -358,5 +359,27 @@ async def test_members_of_a_group_taken_over_are_timed_from_the_takeover(
         described = second.describe("g")
         assert described["members"] == [] and described["state"] == "Empty"
         assert described["generation"] > result.generation
+    finally:
+        await second.close()
+
+
+async def test_a_static_member_that_took_its_place_is_what_a_takeover_restores(
+    logs: LogManager,
+) -> None:
+    pod = dataclasses.replace(request(), group_instance_id="pod-0")
+    first = started(logs)
+    old = await first.join("g", pod)
+    await first.sync("g", old.member_id, old.generation, {old.member_id: b"mine"})
+    new = await first.join("g", pod)  # the process restarted: same place, no rebalance
+    assert new.generation == old.generation and new.member_id != old.member_id
+    await first.close()
+
+    second = started(logs)
+    try:
+        second.heartbeat("g", new.member_id, new.generation)
+        answer = await second.sync("g", new.member_id, new.generation, None)
+        assert answer.assignment == b"mine"
+        [described] = second.describe("g")["members"]
+        assert described["group_instance_id"] == "pod-0"
     finally:
         await second.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -223,3 +224,62 @@ async def test_a_leader_that_never_syncs_is_dropped_and_the_rest_start_over() ->
     assert group.state is GroupState.PREPARING_REBALANCE
     with pytest.raises(errors.RebalanceInProgress):
         await waiting
+
+
+def static(
+    instance: str, protocols: tuple[tuple[str, bytes], ...] = (("range", b"m"),)
+) -> JoinRequest:
+    return dataclasses.replace(request(protocols=protocols), group_instance_id=instance)
+
+
+def static_rejoin(member_id: str, instance: str) -> JoinRequest:
+    return dataclasses.replace(static(instance), member_id=member_id)
+
+
+async def test_a_static_member_restarted_takes_its_place_without_a_rebalance() -> None:
+    group = Group("g")
+    first = await group.join(static("pod-0"), now=0.0)
+    await group.sync(first.member_id, first.generation, {first.member_id: b"mine"}, now=0.0)
+    # The process restarts: a new join with no member id but the same instance id.
+    again = await group.join(static("pod-0"), now=1.0)
+    assert again.generation == first.generation and again.member_id != first.member_id
+    assert group.state is GroupState.STABLE and group.rebalances == 1
+    synced = await group.sync(again.member_id, again.generation, None, now=1.0)
+    assert synced.assignment == b"mine"  # what the old process had
+    # The old process is fenced for good: it must stop, not rejoin.
+    for call in (
+        lambda: group.heartbeat(first.member_id, first.generation, now=1.0),
+        lambda: group.check_commit(first.member_id, first.generation, now=1.0),
+    ):
+        with pytest.raises(errors.FencedInstanceId):
+            call()
+    with pytest.raises(errors.FencedInstanceId):
+        group.join(request(first.member_id), now=1.0)
+
+
+async def test_a_static_member_back_with_other_protocols_rebalances() -> None:
+    group = Group("g")
+    first = await group.join(static("pod-0"), now=0.0)
+    await group.sync(first.member_id, first.generation, {first.member_id: b""}, now=0.0)
+    again = await group.join(static("pod-0", (("roundrobin", b"m"),)), now=1.0)
+    assert again.generation == first.generation + 1 and again.protocol == "roundrobin"
+
+
+async def test_a_static_member_replaced_mid_rebalance_fails_its_pending_join() -> None:
+    group = Group("g", initial_rebalance_delay_s=0.5)
+    joins = [group.join(static(f"pod-{i}"), now=0.0) for i in range(2)]
+    group.tick(now=0.5)
+    first, second = [await j for j in joins]
+    assignments = {first.member_id: b"", second.member_id: b""}
+    leader = first if first.leader == first.member_id else second
+    await group.sync(leader.member_id, leader.generation, assignments, now=0.5)
+    newcomer = group.join(request(), now=1.0)  # a rebalance begins: members must rejoin
+    stale = group.join(static_rejoin(first.member_id, "pod-0"), now=1.0)
+    assert not stale.done()  # pod-1 has not rejoined yet
+    replacement = group.join(static("pod-0"), now=2.0)  # pod-0's process restarted meanwhile
+    with pytest.raises(errors.FencedInstanceId):
+        await stale
+    rejoined = group.join(static_rejoin(second.member_id, "pod-1"), now=2.0)
+    results = await asyncio.gather(newcomer, replacement, rejoined)
+    assert {r.generation for r in results} == {first.generation + 1}
+    assert first.member_id not in group.members and len(group.members) == 3
