@@ -37,8 +37,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from millstream import errors
+from millstream.consumer_protocol import PROTOCOL_TYPE, decode_subscription
 
 _REPLACED_KEPT = 100  # replaced static member ids remembered per group
+
+
+def _same_subscription(before: JoinRequest, after: JoinRequest) -> bool:
+    """Whether a static member's new process asks for what its old one did: the same
+    protocols and, for the consumer protocol, the same topics (what it owned, and when, are
+    bound to differ: a new process owns nothing)."""
+    if [n for n, _ in before.protocols] != [n for n, _ in after.protocols]:
+        return False
+    if after.protocol_type != PROTOCOL_TYPE:
+        return before.protocols == after.protocols
+    try:
+        return all(
+            set(decode_subscription(a).topics) == set(decode_subscription(b).topics)
+            for (_, a), (_, b) in zip(before.protocols, after.protocols, strict=True)
+        )
+    except errors.MillstreamError:
+        return before.protocols == after.protocols
 
 
 class GroupState(enum.StrEnum):
@@ -132,6 +150,8 @@ class Group:
 
     def join(self, request: JoinRequest, now: float) -> asyncio.Future[JoinResult]:
         self._check_alive()
+        if request.member_id in self.replaced:
+            raise self._fenced_error(request.member_id)
         if self.members and request.protocol_type != self.protocol_type:
             raise errors.InconsistentGroupProtocol(
                 f"group {self.group_id!r} uses protocol type {self.protocol_type!r}, "
@@ -147,8 +167,12 @@ class Group:
                 f"member of group {self.group_id!r}"
             )
         if static is not None:
-            # A static member's new process: a Stable group with nothing changed carries on.
-            unchanged = static.request.protocols == request.protocols
+            # A static member's new process: a Stable group with nothing changed carries on,
+            # unless it was the leader, whose plan the new process never saw (it rebalances,
+            # so that it watches what it assigned, as any leader rejoining does).
+            unchanged = static.member_id != self.leader and _same_subscription(
+                static.request, request
+            )
             member = self._take_place(static, request, now)
         else:
             known = request.member_id in self.members
@@ -202,6 +226,8 @@ class Group:
 
     def leave(self, member_id: str, now: float) -> None:
         self._check_alive()
+        if member_id in self.replaced:
+            raise self._fenced_error(member_id)
         if member_id not in self.members:
             raise errors.UnknownMember(f"{member_id!r} is not a member of {self.group_id!r}")
         self._remove(member_id, errors.UnknownMember("the member left the group"), now)
@@ -299,7 +325,6 @@ class Group:
         """A static member's new process takes the old member's place under a new member id
         (the old id is fenced), with its assignment: in a Stable group that it carries on
         in, it is handed that at its sync."""
-        self.replaced[old.member_id] = request.group_instance_id or ""
         for pending in (old.joining, old.syncing):
             if pending is not None and not pending.done():
                 pending.set_exception(self._fenced_error(old.member_id))
@@ -322,8 +347,6 @@ class Group:
 
     def _member_for(self, request: JoinRequest, now: float) -> Member:
         if request.member_id:
-            if request.member_id in self.replaced:
-                raise self._fenced_error(request.member_id)
             member = self.members.get(request.member_id)
             if member is None:
                 raise errors.UnknownMember(

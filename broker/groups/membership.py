@@ -21,7 +21,8 @@ JSON, bytes in base64::
     {"protocol_type", "protocol", "leader",
      "members": [{"id", "client_id", "client_host", "session_timeout_ms",
                   "rebalance_timeout_ms", "protocols": [[name, metadata]], "assignment",
-                  "group_instance_id"?}]}
+                  "group_instance_id"?}],
+     "replaced": {member id: group instance id}}   (static members' ids taken over, fenced)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def snapshot(group: Group) -> dict[str, Any]:
         "protocol": group.protocol,
         "leader": group.leader,
         "members": [_member(m) for m in group.members.values()],
+        "replaced": dict(group.replaced),
     }
 
 
@@ -71,6 +73,7 @@ def restore(
         protocol=str(stored["protocol"]),
         leader=leader,
         members={m.member_id: m for m in members},
+        replaced={str(k): str(v) for k, v in (stored.get("replaced") or {}).items()},
     )
 
 

@@ -187,7 +187,8 @@ class GroupMember:
         self._join_task = self._heartbeat_task = None
         try:
             if self.assignment:
-                await listener.partitions_revoked(self.assignment, lost=self._fenced is not None)
+                lost = self._fenced is not None or self._replaced is not None
+                await listener.partitions_revoked(self.assignment, lost=lost)
         finally:
             self.assignment = frozenset()
             # A static member stays in the group: its next process takes its place as it was.

@@ -366,20 +366,30 @@ async def test_members_of_a_group_taken_over_are_timed_from_the_takeover(
 async def test_a_static_member_that_took_its_place_is_what_a_takeover_restores(
     logs: LogManager,
 ) -> None:
-    pod = dataclasses.replace(request(), group_instance_id="pod-0")
-    first = started(logs)
-    old = await first.join("g", pod)
-    await first.sync("g", old.member_id, old.generation, {old.member_id: b"mine"})
-    new = await first.join("g", pod)  # the process restarted: same place, no rebalance
-    assert new.generation == old.generation and new.member_id != old.member_id
+    def pod(n: int) -> JoinRequest:
+        return dataclasses.replace(request(), group_instance_id=f"pod-{n}")
+
+    first = started(logs, GroupSettings(initial_rebalance_delay_ms=100))
+    joins = await asyncio.gather(*(first.join("g", pod(n)) for n in range(2)))
+    leader = next(j for j in joins if j.member_id == j.leader)
+    follower = next(j for j in joins if j.member_id != j.leader)
+    plan = {j.member_id: j.member_id.encode() for j in joins}
+    await asyncio.gather(
+        first.sync("g", leader.member_id, leader.generation, plan),
+        first.sync("g", follower.member_id, follower.generation, None),
+    )
+    described = {m["member_id"]: m for m in first.describe("g")["members"]}
+    instance = int(described[follower.member_id]["group_instance_id"][-1])
+    new = await first.join("g", pod(instance))  # its process restarted: same place
+    assert new.generation == follower.generation and new.member_id != follower.member_id
     await first.close()
 
     second = started(logs)
     try:
         second.heartbeat("g", new.member_id, new.generation)
         answer = await second.sync("g", new.member_id, new.generation, None)
-        assert answer.assignment == b"mine"
-        [described] = second.describe("g")["members"]
-        assert described["group_instance_id"] == "pod-0"
+        assert answer.assignment == follower.member_id.encode()  # the old process's
+        with pytest.raises(errors.FencedInstanceId):  # the old process stays fenced
+            second.heartbeat("g", follower.member_id, follower.generation)
     finally:
         await second.close()

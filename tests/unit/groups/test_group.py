@@ -8,7 +8,9 @@ import dataclasses
 import pytest
 
 from millstream import errors
+from millstream.broker.groups import membership
 from millstream.broker.groups.group import Group, GroupState, JoinRequest, JoinResult
+from millstream.consumer_protocol import Subscription, encode_subscription
 
 SESSION = 10.0
 REBALANCE = 5.0  # shorter than a session: a straggler is dropped before it expires
@@ -236,25 +238,72 @@ def static_rejoin(member_id: str, instance: str) -> JoinRequest:
     return dataclasses.replace(static(instance), member_id=member_id)
 
 
+def subscription(
+    *topics: str, owned: tuple[tuple[str, int], ...] = (), generation: int = -1
+) -> tuple[tuple[str, bytes], ...]:
+    data = encode_subscription(Subscription(topics, owned=owned, generation=generation))
+    return (("cooperative-sticky", data),)
+
+
+async def stable_static_group() -> tuple[Group, JoinResult, JoinResult]:
+    """pod-0 and pod-1 Stable in generation 1: (group, the leader's join, the follower's)."""
+    group = Group("g", initial_rebalance_delay_s=0.5)
+    joins = [group.join(static(f"pod-{i}", subscription("t")), now=0.0) for i in range(2)]
+    group.tick(now=0.5)
+    results = [await j for j in joins]
+    leader = next(r for r in results if r.member_id == r.leader)
+    follower = next(r for r in results if r.member_id != r.leader)
+    plan = {leader.member_id: b"leader's", follower.member_id: b"follower's"}
+    await group.sync(leader.member_id, leader.generation, plan, now=0.5)
+    await group.sync(follower.member_id, follower.generation, None, now=0.5)
+    return group, leader, follower
+
+
+def instance_of(group: Group, member_id: str) -> str:
+    instance = group.members[member_id].request.group_instance_id
+    assert instance is not None
+    return instance
+
+
 async def test_a_static_member_restarted_takes_its_place_without_a_rebalance() -> None:
-    group = Group("g")
-    first = await group.join(static("pod-0"), now=0.0)
-    await group.sync(first.member_id, first.generation, {first.member_id: b"mine"}, now=0.0)
-    # The process restarts: a new join with no member id but the same instance id.
-    again = await group.join(static("pod-0"), now=1.0)
-    assert again.generation == first.generation and again.member_id != first.member_id
+    group, _, follower = await stable_static_group()
+    pod = instance_of(group, follower.member_id)
+    # The follower's process restarts: no member id, the same instance id, the same topics
+    # (it owns nothing now, where the old one owned its partitions).
+    again = await group.join(static(pod, subscription("t")), now=1.0)
+    assert again.generation == follower.generation and again.member_id != follower.member_id
     assert group.state is GroupState.STABLE and group.rebalances == 1
     synced = await group.sync(again.member_id, again.generation, None, now=1.0)
-    assert synced.assignment == b"mine"  # what the old process had
+    assert synced.assignment == b"follower's"  # what the old process had
     # The old process is fenced for good: it must stop, not rejoin.
     for call in (
-        lambda: group.heartbeat(first.member_id, first.generation, now=1.0),
-        lambda: group.check_commit(first.member_id, first.generation, now=1.0),
+        lambda: group.heartbeat(follower.member_id, follower.generation, now=1.0),
+        lambda: group.check_commit(follower.member_id, follower.generation, now=1.0),
+        lambda: group.leave(follower.member_id, now=1.0),
     ):
         with pytest.raises(errors.FencedInstanceId):
             call()
     with pytest.raises(errors.FencedInstanceId):
-        group.join(request(first.member_id), now=1.0)
+        group.join(static_rejoin(follower.member_id, pod), now=1.0)
+    # So it stays after a takeover: the replaced ids are stored with the membership.
+    restored = membership.restore("g", group.generation, membership.snapshot(group), now=2.0)
+    with pytest.raises(errors.FencedInstanceId):
+        restored.heartbeat(follower.member_id, follower.generation, now=2.0)
+
+
+async def test_a_static_leader_restarted_rebalances_once() -> None:
+    group, leader, _ = await stable_static_group()
+    pod = instance_of(group, leader.member_id)
+    again = group.join(static(pod, subscription("t")), now=1.0)
+    assert group.state is GroupState.PREPARING_REBALANCE  # it must see and watch its plan
+    assert not again.done()
+
+
+async def test_a_static_member_back_for_other_topics_rebalances() -> None:
+    group, _, follower = await stable_static_group()
+    pod = instance_of(group, follower.member_id)
+    group.join(static(pod, subscription("t", "u")), now=1.0)
+    assert group.state is GroupState.PREPARING_REBALANCE
 
 
 async def test_a_static_member_back_with_other_protocols_rebalances() -> None:
