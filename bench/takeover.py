@@ -49,9 +49,12 @@ GROUP_OPTIONS = {
 class Following:
     """Two group members polling in tasks; when each record was consumed."""
 
-    def __init__(self, members: list[Consumer]) -> None:
+    def __init__(
+        self, members: list[Consumer], consumed: list[tuple[float, int]] | None = None
+    ) -> None:
         self.members = members
-        self.consumed: list[tuple[float, int]] = []  # (monotonic time, send time in ns)
+        # (monotonic time, send time in ns); carried over when the members change
+        self.consumed: list[tuple[float, int]] = [] if consumed is None else consumed
         self._tasks = [asyncio.create_task(self._poll(m)) for m in members]
 
     async def _poll(self, member: Consumer) -> None:
