@@ -104,7 +104,6 @@ class GroupCoordinator:
         self._unreadable: set[tuple[str, int]] = set()  # stored memberships that did not parse
         self._changed = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Future[None]] = set()  # records written in the background
         self._partitions.follow(at_once=True)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -180,8 +179,14 @@ class GroupCoordinator:
         # One write per generation, shared by its members' answers: none is given before it
         # is durable (or a coordinator taking over could hand the same number out again).
         await _written(self._store(group_id).record_generation(group_id, result.generation))
-        if group.state is GroupState.STABLE and group.generation == result.generation:
-            await self._remember(group)  # a static member's new process may have taken a place
+        # A static member's new process took its place in the generation: store who is in it.
+        took_place = request.group_instance_id is not None and not request.member_id
+        if (
+            took_place
+            and group.state is GroupState.STABLE
+            and group.generation == result.generation
+        ):
+            await self._remember(group)
         return result
 
     async def sync(
@@ -192,10 +197,14 @@ class GroupCoordinator:
         assignments: Mapping[str, bytes] | None,
     ) -> SyncResult:
         group = self._group(group_id)
+        was_stable = group.state is GroupState.STABLE
         future = group.sync(member_id, generation, assignments, time.monotonic())
+        # Only the leader's sync turns the group Stable: its answer stores the membership
+        # (the others' are answered as they were, rather than each building it again).
+        turned_stable = not was_stable and group.state is GroupState.STABLE
         self._changed.set()
         result = await self._answer(group, future)
-        if group.state is GroupState.STABLE and group.generation == generation:
+        if turned_stable and group.generation == generation:
             await self._remember(group)
         return result
 
@@ -432,12 +441,8 @@ class GroupCoordinator:
         except errors.MillstreamError:
             return
         write = store.end_membership(group.group_id, group.generation)
-        if write.done():
-            return
-        self._writes.add(write)
 
         def written(done: asyncio.Future[None]) -> None:
-            self._writes.discard(done)
             failure = None if done.cancelled() else done.exception()
             if failure is not None:
                 logger.warning("group %s: not stored (%s)", group.group_id, failure)

@@ -65,9 +65,8 @@ TopicPartitionKey = tuple[str, int]
 @dataclass(slots=True)
 class _Pending:
     generation: int
-    members: bool  # a membership record, or a generation alone
+    membership: Mapping[str, Any] | None = None  # None: the generation alone
     write: asyncio.Future[None] = field(init=False)
-    membership: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +169,7 @@ class OffsetStore:
         it has a membership."""
         pending = self._pending.get(group)
         if pending is not None:
-            return pending.generation, pending.members
+            return pending.generation, pending.membership is not None
         stored = self._groups.get(group)
         if stored is None:
             return 0, False
@@ -197,7 +196,7 @@ class OffsetStore:
         write, and one already under way for a newer record counts too. Taken into account
         at once (:meth:`generation`), before the write even starts."""
         if generation > self._latest(group)[0]:
-            return self._queue(group, _Pending(generation, False), {"generation": generation})
+            return self._queue(group, _Pending(generation), {"generation": generation})
         return self._settled(group)
 
     def end_membership(self, group: str, generation: int) -> asyncio.Future[None]:
@@ -207,7 +206,7 @@ class OffsetStore:
         (then only what is on disk, for a restart, still has the members)."""
         latest, with_members = self._latest(group)
         if generation > latest or (generation == latest and with_members):
-            return self._queue(group, _Pending(generation, False), {"generation": generation})
+            return self._queue(group, _Pending(generation), {"generation": generation})
         return self._settled(group)
 
     def record_membership(
@@ -222,9 +221,7 @@ class OffsetStore:
         if generation == latest and with_members and self._last_membership(group) == membership:
             return self._settled(group)
         value = {"generation": generation, "membership": membership}
-        pending = _Pending(generation, True)
-        pending.membership = membership
-        return self._queue(group, pending, value)
+        return self._queue(group, _Pending(generation, membership), value)
 
     def _last_membership(self, group: str) -> Mapping[str, Any] | None:
         pending = self._pending.get(group)
@@ -234,7 +231,7 @@ class OffsetStore:
         return None if stored is None else stored.membership
 
     async def delete_group(self, group: str) -> None:
-        await self._queue(group, _Pending(0, False), None)
+        await self._queue(group, _Pending(0), None)
 
     async def settle(self) -> None:
         """Wait until no group's record is being written (failures are their callers')."""
@@ -281,7 +278,8 @@ class OffsetStore:
                 del self._pending[group]
             failed = not write.cancelled() and write.exception() is not None
             stored = self._groups.get(group)
-            if failed and not pending.members and value is not None and stored is not None:
+            ended = pending.membership is None and value is not None
+            if failed and ended and stored is not None:
                 # Not on disk, but this broker must not bring the members back, nor hand the
                 # generation out again.
                 stored.membership = None
